@@ -68,7 +68,9 @@ class Cameras:
         return self.c2w[:, :3, 3]
 
     def to(self, device: torch.device | str) -> Cameras:
-        return Cameras(*(t.to(device) for t in (self.c2w, self.fovy, self.elevation, self.azimuth, self.distance)))
+        return Cameras(
+            *(t.to(device) for t in (self.c2w, self.fovy, self.elevation, self.azimuth, self.distance))
+        )
 
     def __getitem__(self, idx: int | slice) -> Cameras:
         sl = slice(idx, idx + 1) if isinstance(idx, int) else idx
@@ -143,14 +145,16 @@ def spherical_to_position(
 ) -> Float[Tensor, "B 3"]:
     el, az = torch.deg2rad(elevation_deg), torch.deg2rad(azimuth_deg)
     return torch.stack(
-        [distance * torch.cos(el) * torch.sin(az), distance * torch.sin(el), distance * torch.cos(el) * torch.cos(az)],
+        [
+            distance * torch.cos(el) * torch.sin(az),
+            distance * torch.sin(el),
+            distance * torch.cos(el) * torch.cos(az),
+        ],
         dim=-1,
     )
 
 
-def make_cameras(
-    elevation_deg: Tensor, azimuth_deg: Tensor, distance: Tensor, fovy_deg: Tensor
-) -> Cameras:
+def make_cameras(elevation_deg: Tensor, azimuth_deg: Tensor, distance: Tensor, fovy_deg: Tensor) -> Cameras:
     """Cameras from spherical coordinates (all ``[B]``, degrees for angles)."""
     eye = spherical_to_position(elevation_deg, azimuth_deg, distance)
     return Cameras(look_at(eye), torch.deg2rad(fovy_deg), elevation_deg, azimuth_deg, distance)
@@ -168,7 +172,9 @@ def sample_cameras(
 
     elevation = uniform(cfg.elevation_range, b)
     lo, hi = cfg.azimuth_range
-    strata = (torch.arange(b, dtype=torch.float64) + torch.rand(b, generator=generator, dtype=torch.float64)) / b
+    strata = (
+        torch.arange(b, dtype=torch.float64) + torch.rand(b, generator=generator, dtype=torch.float64)
+    ) / b
     azimuth = lo + (hi - lo) * strata
     distance = uniform(cfg.distance_range, b)
     fovy = uniform(cfg.fovy_range, b)

@@ -63,7 +63,9 @@ class HashGridEncoding(nn.Module):
         self.dense = dense
         self.offsets = offsets
         self.embeddings = nn.Parameter(
-            torch.empty(offsets[-1], cfg.n_features_per_level, dtype=dtype).uniform_(-cfg.init_scale, cfg.init_scale)
+            torch.empty(offsets[-1], cfg.n_features_per_level, dtype=dtype).uniform_(
+                -cfg.init_scale, cfg.init_scale
+            )
         )
         corners = torch.tensor([[(i >> 2) & 1, (i >> 1) & 1, i & 1] for i in range(8)], dtype=torch.long)
         self.register_buffer("corners", corners, persistent=False)  # [8, 3]
@@ -87,15 +89,17 @@ class HashGridEncoding(nn.Module):
     def forward(self, x: Float[Tensor, "N 3"]) -> Float[Tensor, "N F"]:
         """Encode positions already normalised to ``[0, 1]^3`` (values outside are clamped)."""
         x = x.clamp(0.0, 1.0)
-        feats = []
+        rows, weights = [], []
+        c = self.corners.to(x.dtype)  # [8, 3]
         for level, res in enumerate(self.resolutions):
             scaled = x * res
             base = scaled.detach().floor().clamp(max=res - 1)
             frac = scaled - base  # [N, 3], differentiable w.r.t. x
             cell = base.long()[:, None, :] + self.corners  # [N, 8, 3]
-            idx = self._level_index(level, cell)  # [N, 8]
-            c = self.corners.to(frac.dtype)  # [8, 3]
-            w = (frac[:, None, :] * c + (1 - frac[:, None, :]) * (1 - c)).prod(dim=-1)  # [N, 8]
-            corner_feats = self.embeddings[idx]  # [N, 8, F]
-            feats.append((w[..., None] * corner_feats).sum(dim=1))
-        return torch.cat(feats, dim=-1)
+            rows.append(self._level_index(level, cell))  # [N, 8]
+            weights.append((frac[:, None, :] * c + (1 - frac[:, None, :]) * (1 - c)).prod(dim=-1))  # [N, 8]
+        # One gather for all levels: its backward allocates the table-sized gradient once, not once per level.
+        idx = torch.stack(rows, dim=1)  # [N, L, 8]
+        w = torch.stack(weights, dim=1)  # [N, L, 8]
+        feats = self.embeddings[idx]  # [N, L, 8, F]
+        return (w[..., None] * feats).sum(dim=2).flatten(1)

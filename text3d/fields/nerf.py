@@ -108,7 +108,9 @@ class Background(nn.Module):
         self.register_buffer("color", torch.tensor(cfg.color, dtype=torch.float32), persistent=False)
         if cfg.kind == "learned":
             in_dim = 3 + 6 * cfg.n_frequencies
-            self.mlp = nn.Sequential(nn.Linear(in_dim, cfg.hidden_dim), nn.ReLU(inplace=True), nn.Linear(cfg.hidden_dim, 3))
+            self.mlp = nn.Sequential(
+                nn.Linear(in_dim, cfg.hidden_dim), nn.ReLU(inplace=True), nn.Linear(cfg.hidden_dim, 3)
+            )
 
     def forward(self, dirs: Float[Tensor, "... 3"]) -> Float[Tensor, "... 3"]:
         if self.cfg.kind == "solid":

@@ -40,7 +40,9 @@ class TextEmbeddings:
     uncond: Float[Tensor, "1 L D"]
 
     def to(self, device: torch.device, dtype: torch.dtype) -> TextEmbeddings:
-        return TextEmbeddings(*(t.to(device=device, dtype=dtype) for t in (self.plain, self.views, self.uncond)))
+        return TextEmbeddings(
+            *(t.to(device=device, dtype=dtype) for t in (self.plain, self.views, self.uncond))
+        )
 
 
 def perp_component(a: Float[Tensor, "B C H W"], b: Float[Tensor, "B C H W"]) -> Float[Tensor, "B C H W"]:

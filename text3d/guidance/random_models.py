@@ -72,7 +72,9 @@ def build_random_sd(size: str = "tiny", seed: int = 0, tokenizer_dir: Path | Non
     if size not in ("tiny", "sd21-base"):
         raise ValueError(f"size must be 'tiny' or 'sd21-base', got {size!r}")
     torch.manual_seed(seed)
-    tok_dir = Path(tokenizer_dir) if tokenizer_dir is not None else Path(tempfile.mkdtemp(prefix="text3d-tok-"))
+    tok_dir = (
+        Path(tokenizer_dir) if tokenizer_dir is not None else Path(tempfile.mkdtemp(prefix="text3d-tok-"))
+    )
     write_tiny_tokenizer(tok_dir)
     tokenizer = CLIPTokenizer.from_pretrained(str(tok_dir), model_max_length=77)
     vocab_size = len(tokenizer)
@@ -83,44 +85,94 @@ def build_random_sd(size: str = "tiny", seed: int = 0, tokenizer_dir: Path | Non
     }
     if size == "tiny":
         text_cfg = CLIPTextConfig(
-            vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-            num_attention_heads=4, max_position_embeddings=77, projection_dim=32, **special,
+            vocab_size=vocab_size,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=77,
+            projection_dim=32,
+            **special,
         )
         unet = UNet2DConditionModel(
-            sample_size=16, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
+            sample_size=16,
+            in_channels=4,
+            out_channels=4,
+            layers_per_block=1,
+            block_out_channels=(32, 64),
             down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
             up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-            cross_attention_dim=32, attention_head_dim=2, norm_num_groups=32,
+            cross_attention_dim=32,
+            attention_head_dim=2,
+            norm_num_groups=32,
         )
         vae = AutoencoderKL(
-            in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(32, 64), layers_per_block=1,
-            down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-            norm_num_groups=32, sample_size=32,
+            in_channels=3,
+            out_channels=3,
+            latent_channels=4,
+            block_out_channels=(32, 64),
+            layers_per_block=1,
+            down_block_types=("DownEncoderBlock2D",) * 2,
+            up_block_types=("UpDecoderBlock2D",) * 2,
+            norm_num_groups=32,
+            sample_size=32,
         )
     else:
         # SD 2.1-base (v-prediction off: the -base model predicts epsilon at 512x512).
         text_cfg = CLIPTextConfig(
-            vocab_size=max(vocab_size, 49408), hidden_size=1024, intermediate_size=4096, num_hidden_layers=23,
-            num_attention_heads=16, max_position_embeddings=77, projection_dim=512, hidden_act="gelu", **special,
+            vocab_size=max(vocab_size, 49408),
+            hidden_size=1024,
+            intermediate_size=4096,
+            num_hidden_layers=23,
+            num_attention_heads=16,
+            max_position_embeddings=77,
+            projection_dim=512,
+            hidden_act="gelu",
+            **special,
         )
         unet = UNet2DConditionModel(
-            sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
+            sample_size=64,
+            in_channels=4,
+            out_channels=4,
+            layers_per_block=2,
             block_out_channels=(320, 640, 1280, 1280),
-            down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+            down_block_types=(
+                "CrossAttnDownBlock2D",
+                "CrossAttnDownBlock2D",
+                "CrossAttnDownBlock2D",
+                "DownBlock2D",
+            ),
             up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-            cross_attention_dim=1024, attention_head_dim=(5, 10, 20, 20), use_linear_projection=True,
+            cross_attention_dim=1024,
+            attention_head_dim=(5, 10, 20, 20),
+            use_linear_projection=True,
         )
         vae = AutoencoderKL(
-            in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(128, 256, 512, 512),
-            layers_per_block=2, down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4, sample_size=512,
+            in_channels=3,
+            out_channels=3,
+            latent_channels=4,
+            block_out_channels=(128, 256, 512, 512),
+            layers_per_block=2,
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+            sample_size=512,
         )
     text_encoder = CLIPTextModel(text_cfg)
     scheduler = DDIMScheduler(
-        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-        clip_sample=False, set_alpha_to_one=False,
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
     )
-    return {"unet": unet, "vae": vae, "text_encoder": text_encoder, "tokenizer": tokenizer, "scheduler": scheduler}
+    return {
+        "unet": unet,
+        "vae": vae,
+        "text_encoder": text_encoder,
+        "tokenizer": tokenizer,
+        "scheduler": scheduler,
+    }
 
 
 def save_random_sd(folder: Path, size: str = "tiny", seed: int = 0) -> Path:

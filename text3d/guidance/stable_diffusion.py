@@ -186,7 +186,9 @@ class StableDiffusionGuidance:
         """Encode (once) and cache the plain, view-dependent and negative embeddings of a prompt."""
         prompt = prompt.strip()
         if not prompt:
-            raise PromptError("the prompt is empty; describe the object, e.g. text3d generate \"a ceramic owl mug\"")
+            raise PromptError(
+                'the prompt is empty; describe the object, e.g. text3d generate "a ceramic owl mug"'
+            )
         key = (prompt, negative_prompt)
         if key not in self._cache:
             emb = self.encode_text([prompt, *view_prompts(prompt), negative_prompt])

@@ -15,6 +15,7 @@ from torch import Tensor
 
 from text3d.cameras import Cameras
 from text3d.fields.nerf import Background, NeRFField
+from text3d.fields.occupancy import OccupancyGrid
 from text3d.render.output import RenderOutput
 from text3d.render.shading import ShadingMode, ShadingParams, shade
 
@@ -70,6 +71,7 @@ class VolumeRenderer:
         perturb: bool = False,
         generator: torch.Generator | None = None,
         with_normals: bool | None = None,
+        occupancy: OccupancyGrid | None = None,
     ) -> RenderOutput:
         """Render ``[B, H, W, *]`` images.
 
@@ -79,6 +81,7 @@ class VolumeRenderer:
                 so previews never disturb the training RNG stream.
             with_normals: compute density-gradient normals (4 extra field queries per sample); default: only when
                 the shading needs them.
+            occupancy: if given, the field is queried only at samples in occupied cells (others have density 0).
         """
         b = len(cameras)
         origins, dirs = cameras.rays(height, width)
@@ -94,8 +97,15 @@ class VolumeRenderer:
             sl = slice(s, s + chunk)
             parts.append(
                 self._render_rays(
-                    field, o[sl], d[sl], None if lights is None else lights[sl], shading, perturb, generator,
+                    field,
+                    o[sl],
+                    d[sl],
+                    None if lights is None else lights[sl],
+                    shading,
+                    perturb,
+                    generator,
                     with_normals,
+                    occupancy,
                 )
             )
         rgb, opacity, depth, normal, orient = (
@@ -112,7 +122,7 @@ class VolumeRenderer:
             orient=None if orient is None else orient.reshape(b, height, width, 1),
         )
 
-    def _render_rays(self, field, o, d, lights, shading, perturb, generator, with_normals):
+    def _render_rays(self, field, o, d, lights, shading, perturb, generator, with_normals, occupancy):
         n_rays, s = o.shape[0], self.cfg.n_samples
         near, far = ray_aabb(o, d, field.cfg.bound)
         hit = far > near
@@ -126,11 +136,25 @@ class VolumeRenderer:
             u = u + 0.5
         t = near[:, None] + bins[:, None] * u  # [R, S]
         pts = o[:, None, :] + t[..., None] * d[:, None, :]  # [R, S, 3]
-        out = field(pts.reshape(-1, 3), with_normals=with_normals)
-        density = out.density.reshape(n_rays, s) * hit[:, None]
+        flat = pts.reshape(-1, 3)
+        if occupancy is None:
+            out = field(flat, with_normals=with_normals)
+            density, albedo = out.density, out.albedo
+            normal = out.normal
+        else:
+            keep = (occupancy.query(flat) & hit[:, None].expand(n_rays, s).reshape(-1)).nonzero()[:, 0]
+            out = field(flat[keep], with_normals=with_normals)
+            density = flat.new_zeros(flat.shape[0]).index_put((keep,), out.density)
+            albedo = flat.new_zeros(flat.shape[0], 3).index_put((keep,), out.albedo)
+            normal = (
+                None
+                if out.normal is None
+                else flat.new_zeros(flat.shape[0], 3).index_put((keep,), out.normal)
+            )
+        density = density.reshape(n_rays, s) * hit[:, None]
         weights = composite(density, bins[:, None].expand(n_rays, s))
-        normal = None if out.normal is None else out.normal.reshape(n_rays, s, 3)
-        albedo = out.albedo.reshape(n_rays, s, 3)
+        normal = None if normal is None else normal.reshape(n_rays, s, 3)
+        albedo = albedo.reshape(n_rays, s, 3)
         light = None if lights is None else lights[:, None, :].expand(n_rays, s, 3)
         color = shade(albedo, normal, pts, light, shading.mode, shading.ambient, shading.diffuse)
         rgb = accumulate(weights, color)

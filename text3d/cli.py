@@ -1,0 +1,172 @@
+"""The ``text3d`` command: a thin shell over :mod:`text3d.pipeline`.
+
+User errors (:class:`text3d.errors.Text3DError`) print one line to stderr and exit with code 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+
+from text3d.errors import Cancelled, ConfigError, Text3DError
+
+EXIT_USER_ERROR = 2
+
+
+def _quiet_libraries() -> None:
+    """Silence per-file loading bars and tokenizer chatter from transformers/diffusers; keep our own output."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    warnings.formatwarning = lambda message, category, *args, **kwargs: f"warning: {message}\n"
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()
+    except Exception:  # transformers optional at this point; loading reports real problems
+        pass
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by ``generate`` and ``batch``; each maps to a config field through ``config.ALIASES``."""
+    p.add_argument("--model", help="hub id or local diffusers folder (default: ModelConfig.model_id)")
+    p.add_argument("--out", help="folder for run folders (default: outputs/)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--coarse-steps", type=int, help="NeRF stage steps (default 10000)")
+    p.add_argument("--coarse-res", type=int, help="NeRF render size in pixels (default 64)")
+    p.add_argument("--negative", help="negative prompt")
+    p.add_argument("--guidance-scale", type=float, help="classifier-free guidance scale (default 100)")
+    p.add_argument(
+        "--perp-neg", action="store_const", const="true", help="use Perp-Neg against the other views"
+    )
+    p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, mps")
+    p.add_argument("--preset", choices=None, help="fast or quality (default)")
+    p.add_argument("--config", type=Path, help="a YAML file of settings (a run's config.yaml works)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any config field by dotted path, e.g. --set coarse.sds.weighting=uniform (repeatable)",
+    )
+
+
+def _parse_set(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def config_from_args(args: argparse.Namespace, prompt: str | None):
+    """Defaults <- preset <- --config file <- --set <- explicit flags."""
+    from text3d.config import PRESETS, GenerateConfig, apply_overrides, load_config
+
+    cfg = load_config(args.config) if args.config else GenerateConfig()
+    if args.preset:
+        if args.preset not in PRESETS:
+            raise ConfigError(f"unknown preset {args.preset!r}; choose one of {', '.join(PRESETS)}")
+        cfg = apply_overrides(cfg, PRESETS[args.preset])
+    cfg = apply_overrides(cfg, _parse_set(args.set))
+    flags = {
+        "prompt": prompt,
+        "model": args.model,
+        "seed": args.seed,
+        "coarse-steps": args.coarse_steps,
+        "coarse-res": args.coarse_res,
+        "negative": args.negative,
+        "guidance-scale": args.guidance_scale,
+        "perp-neg": args.perp_neg,
+        "device": args.device,
+    }
+    cfg = apply_overrides(cfg, {k: v for k, v in flags.items() if v is not None})
+    if args.out:
+        cfg = apply_overrides(cfg, {"out_dir": args.out})
+    return cfg
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from text3d.pipeline import generate, resume
+
+    if args.resume:
+        result = resume(args.resume)
+    else:
+        cfg = config_from_args(args, args.prompt)
+        result = generate(cfg)
+    print(f"done: {result.run_dir}")
+    if result.video:
+        print(f"video: {result.video}")
+    for mesh in result.meshes:
+        print(f"mesh: {mesh}")
+    return 0
+
+
+def cmd_random_model(args: argparse.Namespace) -> int:
+    from text3d.guidance.random_models import save_random_sd
+
+    folder = save_random_sd(Path(args.folder), size=args.size, seed=args.seed)
+    print(f"wrote a random-weight {args.size} Stable Diffusion to {folder} (for tests and speed work only)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from text3d import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="text3d", description="Text to textured 3D mesh with Score Distillation."
+    )
+    parser.add_argument("--version", action="version", version=f"text3d {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gen = sub.add_parser("generate", help="generate one asset from a prompt")
+    gen.add_argument("prompt", nargs="?", default=None, help='what to make, e.g. "a ceramic owl mug"')
+    add_run_options(gen)
+    gen.add_argument(
+        "--resume", type=Path, metavar="RUN_DIR", help="continue a run folder from its checkpoints"
+    )
+    gen.set_defaults(func=cmd_generate)
+
+    rnd = sub.add_parser(
+        "random-model", help="write a random-weight SD model (tests, speed work; no download)"
+    )
+    rnd.add_argument("folder")
+    rnd.add_argument("--size", choices=("tiny", "sd21-base"), default="tiny")
+    rnd.add_argument("--seed", type=int, default=0)
+    rnd.set_defaults(func=cmd_random_model)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _quiet_libraries()
+    if args.command == "generate" and not args.resume and (args.prompt is None or not args.prompt.strip()):
+        print(
+            'error: the prompt is empty; describe the object, e.g. text3d generate "a ceramic owl mug"',
+            file=sys.stderr,
+        )
+        return EXIT_USER_ERROR
+    try:
+        return args.func(args)
+    except Text3DError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except Cancelled:
+        print("cancelled; resume with --resume RUN_DIR", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("interrupted; resume with text3d generate --resume RUN_DIR", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""Turntable video of a stage: mp4 through imageio's ffmpeg, or an animated gif when no encoder is available."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from text3d.cameras import turntable_cameras
+from text3d.io import atomic_path
+from text3d.render.shading import ShadingMode, ShadingParams
+
+log = logging.getLogger(__name__)
+
+
+def turntable_frames(
+    stage, n_frames: int, res: int, mode: ShadingMode = ShadingMode.ALBEDO
+) -> list[np.ndarray]:
+    """``n_frames`` uint8 ``[res, res, 3]`` renders around the object, from the stage's evaluation camera."""
+    cfg = stage.cfg.cameras
+    device = next(stage.parameters()).device
+    cams = turntable_cameras(n_frames, cfg.eval_elevation, cfg.eval_distance, cfg.eval_fovy, device=device)
+    frames = []
+    with torch.no_grad():
+        for i in range(n_frames):
+            cam = cams[i]
+            shading = ShadingParams(
+                mode, cam.positions * 1.5, stage.cfg.shading.ambient, stage.cfg.shading.diffuse
+            )
+            rgb = stage.render(cam, res, res, shading, training=False).rgb[0]
+            frames.append((rgb.clamp(0, 1).float().cpu().numpy() * 255 + 0.5).astype(np.uint8))
+    return frames
+
+
+def write_video(frames: list[np.ndarray], path: Path, fps: int = 20) -> Path:
+    """Write ``path`` (``.mp4``); falls back to ``.gif`` beside it if ffmpeg is unavailable. Returns the file."""
+    import imageio.v2 as imageio
+
+    path = Path(path)
+    try:
+        with atomic_path(path.with_suffix(".mp4")) as tmp:
+            imageio.mimwrite(
+                tmp, frames, fps=fps, codec="libx264", quality=8, macro_block_size=1, format="FFMPEG"
+            )
+        return path.with_suffix(".mp4")
+    except Exception as err:  # no ffmpeg binary or codec: keep the run going with a gif
+        log.warning("mp4 encoding failed (%s); writing a gif instead", err)
+        from PIL import Image
+
+        gif = path.with_suffix(".gif")
+        with atomic_path(gif) as tmp:
+            imgs = [Image.fromarray(f) for f in frames]
+            imgs[0].save(
+                tmp, format="GIF", save_all=True, append_images=imgs[1:], duration=int(1000 / fps), loop=0
+            )
+        return gif

@@ -1,0 +1,235 @@
+"""The one library call behind the CLI, the web app and batch mode: :func:`generate` (and :func:`resume`).
+
+A run folder is self-describing::
+
+    <out>/<slug>-<YYYYmmdd-HHMMSS>-<hex>/
+        config.yaml          the resolved GenerateConfig (what made this run)
+        run.json             status (running | completed | cancelled | failed), versions, stage progress, outputs
+        metrics.jsonl        losses every log_every steps
+        checkpoints/         <stage>.safetensors (parameters, Adam state, RNG state, step)
+        previews/            <stage>-<step>.png and latest.png
+        video/               <stage>-turntable.mp4 (or .gif)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import os
+import platform
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from text3d.config import GenerateConfig, load_config, save_config
+from text3d.errors import Cancelled, PromptError, RunDirError
+from text3d.export.video import turntable_frames, write_video
+from text3d.guidance.stable_diffusion import StableDiffusionGuidance, resolve_dtype
+from text3d.io import write_json
+from text3d.stages.base import Stage
+from text3d.stages.coarse import CoarseStage
+from text3d.trainer import Callback, Trainer, auto_size, read_checkpoint_meta
+
+_SLUG_MAX = 48
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    status: str
+    video: Path | None = None
+    meshes: list[Path] = field(default_factory=list)
+
+
+def slugify(prompt: str, max_len: int = _SLUG_MAX) -> str:
+    """A filesystem-safe name from a prompt: lowercase ASCII letters, digits and single hyphens only.
+
+    Whatever the prompt (``../../x``, ``/etc/passwd``, emoji), the result can never leave its parent folder.
+    """
+    slug = re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")
+    slug = slug[:max_len].rstrip("-")
+    return slug or "untitled"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+def new_run_dir(out_dir: str | Path, prompt: str) -> Path:
+    """Create ``<out_dir>/<slug>-<timestamp>-<random hex>`` (never reused, never outside ``out_dir``)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    while True:
+        path = out / f"{slugify(prompt)}-{stamp}-{os.urandom(3).hex()}"
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+
+
+def load_guidance(cfg: GenerateConfig, device: torch.device | None = None) -> StableDiffusionGuidance:
+    """Load the diffusion model a config names (the only place a run touches the hub)."""
+    device = device or resolve_device(cfg.device)
+    return StableDiffusionGuidance.from_pretrained(
+        cfg.model.model_id,
+        device=device,
+        dtype=resolve_dtype(cfg.model.dtype, device),
+        local_files_only=cfg.model.local_files_only,
+    )
+
+
+class RunRecord:
+    """``run.json``: rewritten atomically whenever something about the run changes."""
+
+    def __init__(self, run_dir: Path, cfg: GenerateConfig, device: torch.device):
+        import diffusers
+
+        import text3d
+
+        self.path = run_dir / "run.json"
+        previous = {}
+        if self.path.exists():
+            import json
+
+            previous = json.loads(self.path.read_text(encoding="utf-8"))
+        self.data = {
+            "prompt": cfg.prompt,
+            "negative_prompt": cfg.negative_prompt,
+            "seed": cfg.seed,
+            "model": cfg.model.model_id,
+            "status": "running",
+            "created": previous.get("created", _dt.datetime.now().isoformat(timespec="seconds")),
+            "updated": None,
+            "device": str(device),
+            "versions": {
+                "text3d": text3d.__version__,
+                "torch": torch.__version__,
+                "diffusers": diffusers.__version__,
+                "python": platform.python_version(),
+            },
+            "stages": previous.get("stages", {}),
+            "outputs": previous.get("outputs", {}),
+            "error": None,
+        }
+
+    def update(self, **kwargs) -> None:
+        self.data.update(kwargs)
+        self.data["updated"] = _dt.datetime.now().isoformat(timespec="seconds")
+        write_json(self.path, self.data)
+
+
+def build_stages(cfg: GenerateConfig) -> list[Stage]:
+    """The stages a config asks for, in order (skipping stages with 0 steps)."""
+    stages: list[Stage] = []
+    if cfg.coarse.steps > 0:
+        stages.append(CoarseStage(cfg.coarse))
+    return stages
+
+
+def generate(
+    cfg: GenerateConfig,
+    guidance: StableDiffusionGuidance | None = None,
+    callback: Callback | None = None,
+    run_dir: str | Path | None = None,
+) -> RunResult:
+    """Run text-to-3D for ``cfg.prompt`` in a new run folder under ``cfg.out_dir`` (or in ``run_dir``).
+
+    Args:
+        guidance: a loaded model to reuse (batch mode and the web app load it once); loaded from ``cfg.model``
+            and its text encoder released after encoding when ``None``.
+        callback: per-step progress hook; raise :class:`text3d.errors.Cancelled` in it to stop cleanly.
+        run_dir: an existing folder to run in (used by :func:`resume` and batch mode).
+
+    Raises:
+        PromptError, ModelLoadError, ConfigError: one-line user errors.
+        Cancelled: when the callback cancelled; the run folder is consistent and resumable.
+    """
+    if not cfg.prompt.strip():
+        raise PromptError(
+            'the prompt is empty; describe the object, e.g. text3d generate "a ceramic owl mug"'
+        )
+    device = resolve_device(cfg.device)
+    own_guidance = guidance is None
+    if own_guidance:
+        guidance = load_guidance(cfg, device)
+    run_dir = Path(run_dir) if run_dir is not None else new_run_dir(cfg.out_dir, cfg.prompt)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+    record = RunRecord(run_dir, cfg, device)
+    record.update(status="running")
+    text = guidance.prepare_text(cfg.prompt, cfg.negative_prompt)
+    if own_guidance:
+        guidance.release_text_encoder()
+    result = RunResult(run_dir=run_dir, status="running")
+    try:
+        stages = build_stages(cfg)
+        previous: Stage | None = None
+        for index, stage in enumerate(stages):
+            torch.manual_seed(cfg.seed + index)
+            if previous is not None and hasattr(stage, "init_from"):
+                stage.init_from(previous)
+            stage.to(device)
+            trainer = Trainer(stage, guidance, text, run_dir, cfg.trainer, callback)
+            trainer.resume()
+            trainer.fit()
+            record.data["stages"][stage.name] = {"step": trainer.step, "total": stage.cfg.steps}
+            record.update()
+            frames = turntable_frames(
+                stage,
+                auto_size(cfg.trainer.video_frames, 60, 24, device),
+                auto_size(cfg.trainer.video_res, 256, stage.cfg.resolution, device),
+            )
+            result.video = write_video(
+                frames, run_dir / "video" / f"{stage.name}-turntable.mp4", cfg.trainer.video_fps
+            )
+            record.data["outputs"]["video"] = str(result.video.relative_to(run_dir))
+            record.update()
+            previous = stage
+    except Cancelled:
+        record.update(status="cancelled")
+        raise
+    except BaseException as err:
+        record.update(status="failed", error=f"{type(err).__name__}: {err}")
+        raise
+    result.status = "completed"
+    record.update(status="completed")
+    return result
+
+
+def load_run_config(run_dir: str | Path) -> GenerateConfig:
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise RunDirError(
+            f"{run_dir} is not a text3d run folder (no config.yaml); pass the folder a run created"
+        )
+    return load_config(run_dir / "config.yaml")
+
+
+def resume(
+    run_dir: str | Path,
+    guidance: StableDiffusionGuidance | None = None,
+    callback: Callback | None = None,
+    **overrides,
+) -> RunResult:
+    """Continue a run from its checkpoints with the config saved in it (``overrides`` replace top-level fields,
+    e.g. ``device``)."""
+    cfg = load_run_config(run_dir)
+    if overrides:
+        cfg = dataclasses.replace(cfg, **overrides)
+    return generate(cfg, guidance=guidance, callback=callback, run_dir=run_dir)
+
+
+def stage_progress(run_dir: Path, stage_name: str) -> int:
+    """Steps completed by a stage according to its checkpoint (0 if none)."""
+    path = Path(run_dir) / "checkpoints" / f"{stage_name}.safetensors"
+    return read_checkpoint_meta(path)["step"] if path.exists() else 0
