@@ -1,0 +1,68 @@
+"""Shared fixtures: a tiny random Stable Diffusion saved in diffusers layout, and small run configs.
+
+Everything runs on CPU with no network: the model is built in code (``text3d.guidance.random_models``) and loaded
+back through the same ``from_pretrained`` path a hub id takes.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+# Small but real: every field below is an ordinary config value a user could set.
+TINY_OVERRIDES = {
+    "coarse.nerf.encoding.n_levels": "8",
+    "coarse.nerf.encoding.log2_hashmap_size": "14",
+    "coarse.nerf.encoding.max_resolution": "128",
+    "coarse.nerf.hidden_dim": "32",
+    "coarse.renderer.n_samples": "32",
+    "coarse.steps": "8",
+    "coarse.resolution": "32",
+    "coarse.shading.albedo_only_steps": "4",
+    "trainer.log_every": "2",
+    "trainer.preview_every": "4",
+    "trainer.checkpoint_every": "4",
+    "trainer.video_frames": "4",
+    "trainer.progress_bar": "false",
+    "device": "cpu",
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    from text3d.guidance.random_models import save_random_sd
+
+    return save_random_sd(tmp_path_factory.mktemp("models") / "tiny-sd", size="tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_guidance(tiny_model_dir):
+    from text3d.guidance.stable_diffusion import StableDiffusionGuidance
+
+    return StableDiffusionGuidance.from_pretrained(str(tiny_model_dir), device="cpu", local_files_only=True)
+
+
+@pytest.fixture
+def make_config(tiny_model_dir, tmp_path):
+    """``make_config(prompt, **overrides)``: a GenerateConfig with the tiny model and tiny settings."""
+    from text3d.config import GenerateConfig, apply_overrides
+
+    def _make(prompt: str = "a red apple", **overrides):
+        cfg = apply_overrides(GenerateConfig(prompt=prompt), TINY_OVERRIDES)
+        cfg = apply_overrides(cfg, {"model.model_id": str(tiny_model_dir), "out_dir": str(tmp_path / "outputs")})
+        return apply_overrides(cfg, {k.replace("__", "."): v for k, v in overrides.items()})
+
+    return _make
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
