@@ -31,3 +31,7 @@ class Cancelled(Exception):  # noqa: N818 - reads as "raise Cancelled"
 
 class PromptTruncatedWarning(UserWarning):
     """The prompt is longer than the text encoder's context and was truncated."""
+
+
+class BackendUnavailableError(Text3DError):
+    """A compute backend was asked for by name (e.g. the nvdiffrast rasterizer) but cannot run here."""
