@@ -25,6 +25,11 @@ class RunDirError(Text3DError):
     """A run folder is missing, incomplete or not a text3d run."""
 
 
+class PromptFileError(Text3DError):
+    """A prompt file for batch mode is missing, unreadable or holds no prompts (bad *lines* are not errors:
+    batch mode records them with their line numbers and carries on)."""
+
+
 class Cancelled(Exception):  # noqa: N818 - reads as "raise Cancelled"
     """Raised from a progress callback to stop a run; the trainer checkpoints before it propagates."""
 
