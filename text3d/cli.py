@@ -135,6 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gen.set_defaults(func=cmd_generate)
 
+    from text3d.batch.command import add_batch_parser
+
+    add_batch_parser(sub)
+
     rnd = sub.add_parser(
         "random-model", help="write a random-weight SD model (tests, speed work; no download)"
     )

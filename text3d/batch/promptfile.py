@@ -1,0 +1,263 @@
+"""Prompt files for batch mode: parsing, per-line overrides, and the deterministic run folder of each line.
+
+Text form (any suffix but ``.jsonl``), one prompt per line::
+
+    # animals — blank lines and lines starting with # are ignored
+    a red fox sitting on a mossy rock
+    a ceramic owl mug | seed=3 coarse-steps=5000
+    a blue vase | negative="blurry, low quality" coarse.sds.guidance_scale=50
+
+JSONL form (``.jsonl``), one object per line; every key but ``prompt`` is an override::
+
+    {"prompt": "a red fox", "seed": 3, "coarse-steps": 5000}
+
+Override keys are the :data:`text3d.config.ALIASES` short names (the CLI flag names) or dotted config paths.
+Settings that must be the same for the whole batch (``model``, ``device``, ``out_dir``) can't change per line,
+because the batch loads one model per process and owns the output folder.
+
+A bad line (undecodable bytes, a line over :data:`MAX_LINE_CHARS`, an unknown key, a bad value, an empty prompt,
+control characters) never stops the batch: it becomes a :class:`LineIssue` with its file and line number.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from text3d.config import ALIASES, GenerateConfig, apply_overrides
+from text3d.errors import ConfigError, PromptFileError
+from text3d.pipeline import slugify
+
+MAX_LINE_CHARS = 1000
+"""Longest accepted line, overrides included. CLIP reads 77 tokens (a few hundred characters at most), so a
+longer line is a pasting accident, not a prompt."""
+
+OVERRIDE_SEPARATOR = " | "
+"""Between a prompt and its overrides; the first occurrence splits, so a prompt itself can't contain it."""
+
+BATCH_WIDE = ("model", "device", "out_dir", "prompt")
+"""Top-level config fields a line may not override (see the module docstring)."""
+
+_PATH_LIKE = re.compile(r"^(~|\.{1,2}[/\\]|[/\\]|[A-Za-z]:[/\\])|[/\\]\.\.([/\\]|$)")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+@dataclass(frozen=True)
+class LineIssue:
+    """A problem on one line of a prompt file, reported as ``file:line: message``."""
+
+    file: str
+    line: int
+    """1-based, as editors count."""
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.message}"
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One prompt of a batch with its resolved config and the name of its run folder.
+
+    Attributes:
+        file: the prompt file as given on the command line.
+        line: 1-based line number in that file.
+        text: the line as decoded (prompt plus overrides); part of the run folder's hash.
+        overrides: the per-line overrides as written (already validated into ``cfg``).
+        cfg: the batch-wide config with ``prompt`` and the overrides applied (``out_dir``/``device`` are set
+            by the runner).
+        key: the run folder's name, ``<file stem>-L<line>-<prompt slug>-<hash>``: the same file, line and
+            text give the same folder on every run, process and machine, which is how a re-run finds its
+            finished and half-finished prompts. Only ``[a-z0-9-]``, so no prompt can escape ``--out``.
+    """
+
+    file: str
+    line: int
+    text: str
+    prompt: str
+    overrides: dict[str, Any]
+    cfg: GenerateConfig
+    key: str
+
+
+@dataclass
+class ParsedBatch:
+    """Every usable line of the prompt files in order, and every bad one."""
+
+    items: list[BatchItem] = field(default_factory=list)
+    errors: list[LineIssue] = field(default_factory=list)
+    """Lines that were not run; any of them makes the batch's exit code non-zero."""
+    warnings: list[LineIssue] = field(default_factory=list)
+    """Lines that run but look like mistakes (a prompt that looks like a file path, a repeated line)."""
+
+
+def run_key(file: str | Path, line: int, text: str, prompt: str) -> str:
+    """The run folder name of a line: readable (file stem, line, prompt) and unique (hash of all three).
+
+    The hash uses the file's *name*, not its full path, so moving the prompt file or the output folder (or
+    reading them from another machine's mount point) still finds the same folders.
+    """
+    name = Path(file).name
+    digest = hashlib.sha1(f"{name}\n{line}\n{text}".encode()).hexdigest()[:8]
+    return f"{slugify(Path(file).stem, 24)}-L{line:04d}-{slugify(prompt, 40)}-{digest}"
+
+
+def parse_overrides(spec: str) -> dict[str, str]:
+    """``seed=3 negative="blurry, dark"`` to ``{"seed": "3", "negative": "blurry, dark"}`` (shell quoting)."""
+    try:
+        tokens = shlex.split(spec)
+    except ValueError as err:
+        raise ConfigError(f"cannot read the overrides after ' | ': {err}") from None
+    out: dict[str, str] = {}
+    for token in tokens:
+        key, sep, value = token.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"expected key=value after ' | ', got {token!r}")
+        out[key.strip()] = value
+    return out
+
+
+def _check_key(key: str) -> None:
+    """Reject batch-wide settings and unknown top-level names with a message that lists what is valid."""
+    top_fields = {f.name for f in dataclasses.fields(GenerateConfig)}
+    for path in ALIASES.get(key, (key,)):
+        head = path.split(".", 1)[0]
+        if head in BATCH_WIDE:
+            flag = "--model" if head == "model" else f"--{head.replace('_', '-')}"
+            raise ConfigError(
+                f"{key!r} can't change per line: one batch uses one {head} for every prompt; "
+                f"pass {flag} to the batch instead"
+            )
+        if head not in top_fields:
+            shorts = ", ".join(k for k in ALIASES if ALIASES[k][0].split(".", 1)[0] not in BATCH_WIDE)
+            raise ConfigError(
+                f"unknown key {key!r}; use a short name ({shorts}) or a dotted config path such as "
+                "coarse.sds.guidance_scale"
+            )
+
+
+def make_item(
+    file: str, line: int, text: str, prompt: str, overrides: dict[str, Any], base: GenerateConfig
+) -> BatchItem:
+    """Validate one line's prompt and overrides against ``base``.
+
+    Raises:
+        ConfigError: the one-line reason the line is bad (the caller adds file and line).
+    """
+    prompt = prompt.strip()
+    if not prompt:
+        raise ConfigError("empty prompt; write what to make before any ' | ' overrides")
+    if _CONTROL.search(prompt):
+        raise ConfigError("the prompt contains control characters")
+    for text in (prompt, *(v for v in overrides.values() if isinstance(v, str))):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ConfigError("the line holds an unpaired surrogate escape (\\udXXX), not text") from None
+    for key, value in overrides.items():
+        _check_key(key)
+        if isinstance(value, (dict, list)):
+            raise ConfigError(
+                f"{key!r}: give one value per key (dotted keys for nested settings), not {value!r}"
+            )
+    cfg = apply_overrides(dataclasses.replace(base, prompt=prompt), overrides)
+    return BatchItem(file, line, text, prompt, dict(overrides), cfg, run_key(file, line, text, prompt))
+
+
+def _parse_line(text: str, jsonl: bool) -> tuple[str, dict[str, Any]]:
+    if not jsonl:
+        prompt, _, spec = text.partition(OVERRIDE_SEPARATOR)
+        if not spec and prompt.rstrip().endswith(" |"):
+            prompt = prompt.rstrip()[:-1]
+        return prompt, parse_overrides(spec)
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"not valid JSON: {err.msg} (column {err.colno})") from None
+    if not isinstance(obj, dict):
+        raise ConfigError('each JSONL line must be an object like {"prompt": "a red fox", "seed": 3}')
+    prompt = obj.pop("prompt", None)
+    if not isinstance(prompt, str):
+        raise ConfigError('missing "prompt" (a string) in this JSON object')
+    return prompt, obj
+
+
+def parse_prompt_file(path: str | Path, base: GenerateConfig | None = None) -> ParsedBatch:
+    """Parse one prompt file (``.jsonl`` by suffix, otherwise the text form) against the batch config ``base``.
+
+    Raises:
+        PromptFileError: the file is missing or unreadable (a bad line is a :class:`LineIssue` instead).
+    """
+    base = base or GenerateConfig()
+    name = str(path)
+    p = Path(path)
+    if not p.is_file():
+        what = "is a folder" if p.is_dir() else "does not exist"
+        raise PromptFileError(f"prompt file {name} {what}; pass a text file with one prompt per line")
+    try:
+        data = p.read_bytes()
+    except OSError as err:
+        raise PromptFileError(f"cannot read prompt file {name}: {err.strerror}") from None
+    data = data.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark from Windows editors
+    jsonl = p.suffix.lower() == ".jsonl"
+    out = ParsedBatch()
+    for number, raw in enumerate(data.split(b"\n"), start=1):
+        raw = raw.removesuffix(b"\r")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            out.errors.append(
+                LineIssue(name, number, f"not valid UTF-8 (byte {err.start + 1}); save the file as UTF-8")
+            )
+            continue
+        stripped = text.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        if len(text) > MAX_LINE_CHARS:
+            out.errors.append(
+                LineIssue(name, number, f"line is {len(text)} characters; the limit is {MAX_LINE_CHARS}")
+            )
+            continue
+        try:
+            prompt, overrides = _parse_line(stripped, jsonl)
+            item = make_item(name, number, stripped, prompt, overrides, base)
+        except ConfigError as err:
+            out.errors.append(LineIssue(name, number, str(err)))
+            continue
+        if _PATH_LIKE.search(item.prompt):
+            out.warnings.append(
+                LineIssue(
+                    name,
+                    number,
+                    f"prompt {item.prompt[:60]!r} looks like a file path; it is used as text, in run folder "
+                    f"{item.key} inside the output folder",
+                )
+            )
+        out.items.append(item)
+    return out
+
+
+def parse_prompt_files(paths: list[str | Path], base: GenerateConfig | None = None) -> ParsedBatch:
+    """Parse several files in order; a line seen twice (same file name, line and text) runs once."""
+    merged = ParsedBatch()
+    seen: dict[str, BatchItem] = {}
+    for path in paths:
+        parsed = parse_prompt_file(path, base)
+        merged.errors += parsed.errors
+        merged.warnings += parsed.warnings
+        for item in parsed.items:
+            if item.key in seen:
+                first = seen[item.key]
+                merged.warnings.append(
+                    LineIssue(item.file, item.line, f"same line as {first.file}:{first.line}; it runs once")
+                )
+                continue
+            seen[item.key] = item
+            merged.items.append(item)
+    return merged

@@ -1,0 +1,433 @@
+"""Batch mode: many prompts, one model load per process, resumable, failure-isolated, sharded with accelerate.
+
+``run_batch`` is the library call behind ``text3d batch``; under ``accelerate launch`` every process runs it with
+the same arguments:
+
+1. Every process parses the same prompt files the same way, so all agree on the item list without talking.
+2. Process ``r`` of ``n`` takes items ``r, r+n, r+2n, ...``: a partition, so no prompt is run twice or missed,
+   and it does not depend on what is already on disk (which processes could see at different moments).
+3. Items whose run folder says ``completed`` are skipped; the model is loaded only if something is left, every
+   remaining prompt is encoded, the text encoder is released, and each prompt runs through
+   :func:`text3d.pipeline.generate` in its own deterministic folder. A half-finished folder resumes from its
+   checkpoint there. An exception (NaN, out of memory, a bad setting) fails that prompt only.
+4. Results are gathered to every process (``gather_object``; no shared filesystem needed), and the main process
+   writes ``summary.json``, ``summary.csv`` and ``index.html``.
+
+Each run folder also gets ``batch.json``: the line it came from and one entry per attempt (batch invocation,
+process index, host, start/finish, status, training steps run). That is how a re-run, and a reader, know which
+process made a folder and which attempts trained it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import gc
+import json
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from text3d.batch.promptfile import BatchItem, LineIssue, ParsedBatch, parse_prompt_files
+from text3d.config import GenerateConfig
+from text3d.errors import Cancelled, PromptFileError, Text3DError
+from text3d.io import write_json
+from text3d.pipeline import generate, load_guidance, resolve_device, slugify
+from text3d.trainer import Callback, Progress
+
+OK_STATUSES = ("completed", "skipped")
+"""Item statuses that count as success for the exit code."""
+
+BARRIER_TIMEOUT = _dt.timedelta(days=7)
+"""How long a process that finished its shard waits for the others at the final gather. Shards can differ by
+hours (failures, resumes), and a dead peer is already handled by the launcher, which stops the others."""
+
+
+@dataclass
+class ItemResult:
+    """What happened to one prompt in this batch invocation (one row of the summary)."""
+
+    file: str
+    line: int
+    prompt: str
+    key: str
+    """Run folder name, relative to the batch's output folder."""
+    status: str
+    """``completed`` (trained to the end now), ``skipped`` (already completed before), ``failed``,
+    ``cancelled``, ``not-run`` (the batch stopped before it); in a partial summary also ``running``/``pending``."""
+    error: str | None = None
+    process_index: int = 0
+    """The process that handled the item in this invocation."""
+    made_by: int | None = None
+    """The process that completed the run folder (possibly in an earlier invocation), from ``batch.json``."""
+    steps: int = 0
+    """Training steps run in this invocation (0 for a skipped item; fewer than the total for a resumed one)."""
+    seconds: float = 0.0
+    thumbnail: str | None = None
+    """``<key>/previews/latest.png`` when it exists, relative to the output folder."""
+    outputs: dict[str, str] = field(default_factory=dict)
+    """Files the run lists in ``run.json`` (video, meshes, ...), relative to the output folder."""
+
+    @property
+    def ok(self) -> bool:
+        return self.status in OK_STATUSES
+
+
+@dataclass
+class BatchResult:
+    """The whole batch as the main process summarises it (every process returns the same)."""
+
+    out_dir: Path
+    items: list[ItemResult]
+    errors: list[LineIssue]
+    warnings: list[LineIssue]
+    files: list[str]
+    invocation: str
+    num_processes: int = 1
+    process_index: int = 0
+    final: bool = True
+    """False for the summaries written while the batch is still running."""
+
+    @property
+    def ok(self) -> bool:
+        """Every line parsed and every prompt completed: the batch's exit code is 0 exactly when this holds."""
+        return not self.errors and all(r.ok for r in self.items)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for r in self.items:
+            out[r.status] = out.get(r.status, 0) + 1
+        out["bad_lines"] = len(self.errors)
+        return out
+
+
+# ---------------------------------------------------------------------------------------------------- run folders
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def run_status(run_dir: Path) -> str:
+    """``run.json``'s status, or ``pending`` when the folder has none yet."""
+    return str(_read_json(run_dir / "run.json").get("status", "pending"))
+
+
+def _made_by(record: dict) -> int | None:
+    done = [a for a in record.get("attempts", []) if a.get("status") == "completed"]
+    return int(done[-1]["process_index"]) if done else None
+
+
+def _safe_relative(value: Any) -> bool:
+    if not isinstance(value, str) or not value:
+        return False
+    p = Path(value)
+    return not p.is_absolute() and ".." not in p.parts
+
+
+def _files_of(out_dir: Path, key: str) -> tuple[str | None, dict[str, str]]:
+    """Thumbnail and run.json outputs of a run folder, as paths relative to the batch's output folder."""
+    run_dir = out_dir / key
+    thumb = f"{key}/previews/latest.png" if (run_dir / "previews" / "latest.png").is_file() else None
+    outputs: dict[str, str] = {}
+    for name, value in (_read_json(run_dir / "run.json").get("outputs") or {}).items():
+        values = value if isinstance(value, list) else [value]
+        for i, v in enumerate(values):
+            if _safe_relative(v):
+                outputs[name if len(values) == 1 else f"{name}[{i}]"] = f"{key}/{Path(v).as_posix()}"
+    return thumb, outputs
+
+
+def scan_item(item: BatchItem, out_dir: Path, process_index: int = 0) -> ItemResult:
+    """What the filesystem says about an item that this process has not handled (yet)."""
+    status = run_status(out_dir / item.key)
+    thumb, outputs = _files_of(out_dir, item.key)
+    return ItemResult(
+        item.file,
+        item.line,
+        item.prompt,
+        item.key,
+        status,
+        process_index=process_index,
+        made_by=_made_by(_read_json(out_dir / item.key / "batch.json")),
+        thumbnail=thumb,
+        outputs=outputs,
+    )
+
+
+class _AttemptLog:
+    """``batch.json`` of one run folder: the source line and one entry per attempt, rewritten atomically."""
+
+    def __init__(
+        self, run_dir: Path, item: BatchItem, invocation: str, process_index: int, num_processes: int
+    ):
+        self.path = run_dir / "batch.json"
+        previous = _read_json(self.path)
+        self.data = {
+            "file": item.file,
+            "line": item.line,
+            "text": item.text,
+            "prompt": item.prompt,
+            "key": item.key,
+            "attempts": list(previous.get("attempts", [])),
+        }
+        self.attempt = {
+            "invocation": invocation,
+            "process_index": process_index,
+            "num_processes": num_processes,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started": _now(),
+            "finished": None,
+            "status": "running",
+            "steps": 0,
+            "error": None,
+        }
+        self.data["attempts"].append(self.attempt)
+        write_json(self.path, self.data)
+
+    def finish(self, status: str, steps: int, error: str | None) -> None:
+        self.attempt.update(status=status, steps=steps, error=error, finished=_now())
+        write_json(self.path, self.data)
+
+
+def _now() -> str:
+    return _dt.datetime.now().isoformat(timespec="milliseconds")
+
+
+def describe_failure(err: BaseException) -> str:
+    """One line for the summary: the user-facing message, or the exception type and its first line."""
+    if isinstance(err, Text3DError):
+        return str(err)
+    first = (str(err).strip().splitlines() or [""])[0][:300]
+    if isinstance(err, torch.OutOfMemoryError):
+        return (
+            f"out of memory ({first}); lower coarse-res, use model.dtype=fp16, or run fewer processes per GPU"
+        )
+    return f"{type(err).__name__}: {first}"
+
+
+def _free_memory(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+# ---------------------------------------------------------------------------------------------------- processes
+def process_state():
+    """accelerate's ``PartialState`` for this process (one process when not launched by accelerate/torchrun).
+
+    ``cpu=True`` when ``accelerate launch --cpu`` asked for it or there is no CUDA: ``PartialState`` itself ignores
+    ``ACCELERATE_USE_CPU`` and would otherwise fall back to a single process on a CPU-only machine.
+    """
+    from accelerate import PartialState
+
+    flag = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+    return PartialState(cpu=flag or not torch.cuda.is_available(), timeout=BARRIER_TIMEOUT)
+
+
+def default_batch_out(out_dir: str | Path, files: Sequence[str | Path]) -> Path:
+    """``<out_dir>/batch-<first file's stem>``: deterministic, so re-running the same command finds its runs."""
+    return Path(out_dir) / f"batch-{slugify(Path(files[0]).stem, 40)}"
+
+
+def _invocation_id(state) -> str:
+    inv = [f"{_dt.datetime.now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"]
+    if state.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        broadcast_object_list(inv, from_process=0)
+    return inv[0]
+
+
+# ---------------------------------------------------------------------------------------------------- the batch
+def run_batch(
+    files: Sequence[str | Path],
+    base: GenerateConfig,
+    out_dir: str | Path | None = None,
+    *,
+    guidance=None,
+    callback: Callback | None = None,
+    on_item: Callable[[ItemResult], None] | None = None,
+    state=None,
+    release_text_encoder: bool = True,
+    parsed: ParsedBatch | None = None,
+) -> BatchResult:
+    """Run every prompt of ``files`` (this process's share of them) into ``out_dir`` and summarise.
+
+    Args:
+        base: settings for every prompt (the CLI knobs); each line's overrides are applied on top.
+        out_dir: the batch's output folder (default ``base.out_dir``); every file written is inside it.
+        guidance: a loaded model to reuse; loaded once here (on this process's device) when ``None`` and some
+            prompt is left to run. Its text encoder is released after encoding only if loaded here.
+        callback: per-step progress hook passed to :func:`generate`; raising ``Cancelled`` stops the batch
+            (the current prompt keeps a resumable checkpoint, the rest become ``not-run``).
+        on_item: called with each :class:`ItemResult` this process finishes (the CLI prints them).
+        state: an accelerate ``PartialState``-like object (``process_index``, ``num_processes``, ``device``,
+            ``is_main_process``, ``wait_for_everyone``); :func:`process_state` when ``None``.
+        parsed: ``files`` already parsed against ``base`` (the CLI parses first to report bad lines early).
+
+    Returns:
+        The merged result (the same on every process); ``result.ok`` decides the exit code.
+
+    Raises:
+        PromptFileError: a file is missing/unreadable, or the files hold no prompt lines at all.
+        ModelLoadError: the model can't be loaded (nothing can run).
+    """
+    parsed = parsed if parsed is not None else parse_prompt_files(list(files), base)
+    if not parsed.items and not parsed.errors:
+        names = ", ".join(str(f) for f in files)
+        raise PromptFileError(f"no prompts in {names}; write one prompt per line (# starts a comment)")
+    out = Path(out_dir if out_dir is not None else base.out_dir)
+    state = state if state is not None else process_state()
+    rank, world = state.process_index, state.num_processes
+    invocation = _invocation_id(state)
+    out.mkdir(parents=True, exist_ok=True)
+    device = torch.device(state.device) if world > 1 else resolve_device(base.device)
+
+    shard = parsed.items[rank::world]
+    mine: dict[str, ItemResult] = {}
+
+    def finish(result: ItemResult) -> None:
+        mine[result.key] = result
+        if on_item is not None:
+            on_item(result)
+        if state.is_main_process:
+            _write_partial(parsed, out, mine, invocation, world, files)
+
+    pending: list[BatchItem] = []
+    for item in shard:
+        if run_status(out / item.key) == "completed":
+            res = scan_item(item, out, rank)
+            res.status = "skipped"
+            finish(res)
+        else:
+            pending.append(item)
+
+    if pending:
+        own = guidance is None
+        if own:
+            guidance = load_guidance(dataclasses.replace(base, device=str(device)), device)
+        runnable = []
+        for item in pending:  # encode every prompt while the text encoder is loaded, then free it
+            try:
+                guidance.prepare_text(item.cfg.prompt, item.cfg.negative_prompt)
+                runnable.append(item)
+            except Exception as err:
+                finish(
+                    ItemResult(
+                        item.file, item.line, item.prompt, item.key, "failed", describe_failure(err), rank
+                    )
+                )
+        if own and release_text_encoder:
+            guidance.release_text_encoder()
+
+        stopped = False
+        for item in runnable:
+            if stopped:
+                finish(ItemResult(item.file, item.line, item.prompt, item.key, "not-run", None, rank))
+                continue
+            result, stopped = _run_item(item, out, device, guidance, callback, invocation, rank, world)
+            finish(result)
+
+    results = [mine[item.key] for item in shard]
+    if world > 1:
+        from accelerate.utils import gather_object
+
+        results = gather_object(results)
+    by_key = {r.key: r for r in results}
+    merged = [by_key[item.key] for item in parsed.items]
+    batch = BatchResult(
+        out, merged, parsed.errors, parsed.warnings, [str(f) for f in files], invocation, world, rank
+    )
+    if state.is_main_process:
+        from text3d.batch.summary import write_summary
+
+        write_summary(batch)
+    state.wait_for_everyone()
+    return batch
+
+
+def _run_item(
+    item: BatchItem,
+    out: Path,
+    device: torch.device,
+    guidance,
+    callback: Callback | None,
+    invocation: str,
+    rank: int,
+    world: int,
+) -> tuple[ItemResult, bool]:
+    """Generate one prompt in its folder; returns its result and whether the batch must stop (cancelled)."""
+    run_dir = out / item.key
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg = dataclasses.replace(item.cfg, out_dir=str(out), device=str(device))
+    log = _AttemptLog(run_dir, item, invocation, rank, world)
+    steps = 0
+
+    def counting(progress: Progress) -> None:
+        nonlocal steps
+        steps += 1
+        if callback is not None:
+            callback(progress)
+
+    t0 = time.perf_counter()
+    status, error, stop = "completed", None, False
+    try:
+        generate(cfg, guidance=guidance, callback=counting, run_dir=run_dir)
+    except Cancelled:
+        status, stop = "cancelled", True
+    except Exception as err:  # one prompt's failure (NaN, OOM, bad setting) must not end the batch
+        status, error = "failed", describe_failure(err)
+        _free_memory(device)
+    except BaseException:  # KeyboardInterrupt, SystemExit: record the attempt, then stop everything
+        log.finish("interrupted", steps, None)
+        raise
+    log.finish(status, steps, error)
+    thumb, outputs = _files_of(out, item.key)
+    result = ItemResult(
+        item.file,
+        item.line,
+        item.prompt,
+        item.key,
+        status,
+        error,
+        rank,
+        rank if status == "completed" else _made_by(log.data),
+        steps,
+        round(time.perf_counter() - t0, 3),
+        thumb,
+        outputs,
+    )
+    return result, stop
+
+
+def _write_partial(
+    parsed, out: Path, mine: dict[str, ItemResult], invocation: str, world: int, files
+) -> None:
+    """The main process's running summary: its own results, and the filesystem's view of everyone else's."""
+    from text3d.batch.summary import write_summary
+
+    items = [mine.get(item.key) or scan_item(item, out, i % world) for i, item in enumerate(parsed.items)]
+    write_summary(
+        BatchResult(
+            out,
+            items,
+            parsed.errors,
+            parsed.warnings,
+            [str(f) for f in files],
+            invocation,
+            world,
+            final=False,
+        )
+    )
