@@ -36,6 +36,10 @@ class TrainerConfig:
     log_every: int = 10
     """Steps between reading losses on the host (progress bar, metrics.jsonl, callback loss)."""
     preview_every: int = 500
+    preview_every_s: float = 0.0
+    """Also write a preview once this many seconds have passed since the last one (0 = off). The web app sets it
+    so its preview refreshes every few seconds whatever the device's speed; previews draw no random numbers, so a
+    wall-clock trigger leaves the training trajectory (and exact resume) unchanged."""
     checkpoint_every: int = 1000
     preview_views: int = 4
     preview_res: int = 0
@@ -276,6 +280,7 @@ class Trainer:
         total = self.stage.cfg.steps
         start_step, t0 = self.step, time.perf_counter()
         last_loss: float | None = None
+        last_preview_t = t0
         bar = None
         if self.cfg.progress_bar:
             from tqdm.auto import tqdm
@@ -306,8 +311,15 @@ class Trainer:
                         )
                     if bar is not None:
                         bar.set_postfix(loss=f"{last_loss:.4g}", refresh=False)
-                if self.cfg.preview_every and (self.step % self.cfg.preview_every == 0 or self.step == total):
+                due_by_time = (
+                    self.cfg.preview_every_s > 0
+                    and time.perf_counter() - last_preview_t >= self.cfg.preview_every_s
+                )
+                if due_by_time or (
+                    self.cfg.preview_every and (self.step % self.cfg.preview_every == 0 or self.step == total)
+                ):
                     preview = self.preview()
+                    last_preview_t = time.perf_counter()
                 if self.step == total or (
                     self.cfg.checkpoint_every and self.step % self.cfg.checkpoint_every == 0
                 ):
