@@ -172,6 +172,7 @@ def generate(
         guidance.release_text_encoder()
     result = RunResult(run_dir=run_dir, status="running")
     try:
+        torch.manual_seed(cfg.seed)  # stage construction draws initial weights: make it a function of the seed
         stages = build_stages(cfg)
         previous: Stage | None = None
         for index, stage in enumerate(stages):
