@@ -195,6 +195,11 @@ class StableDiffusionGuidance:
             self._cache[key] = TextEmbeddings(plain=emb[:1], views=emb[1:5], uncond=emb[5:6])
         return self._cache[key]
 
+    def clear_text_cache(self) -> None:
+        """Forget cached prompt embeddings. A long-lived model (the web app) calls this after each job: past
+        prompts are rarely repeated, and each entry holds six ``[77, D]`` embeddings on the device."""
+        self._cache.clear()
+
     def release_text_encoder(self) -> None:
         """Free the text encoder once every prompt of the run is cached (saves ~0.7 GB for SD 2.1)."""
         self.text_encoder = None
