@@ -39,11 +39,13 @@ MAX_LINE_CHARS = 1000
 longer line is a pasting accident, not a prompt."""
 
 OVERRIDE_SEPARATOR = " | "
-"""Between a prompt and its overrides; the first occurrence splits, so a prompt itself can't contain it."""
+"""Between a prompt and its overrides: a ``|`` with white space (or the line's start/end) on both sides. The
+first one splits, so a prompt itself can't contain one (``a|b`` is fine)."""
 
 BATCH_WIDE = ("model", "device", "out_dir", "prompt")
 """Top-level config fields a line may not override (see the module docstring)."""
 
+_SEPARATOR = re.compile(r"(?:^|\s)\|(?:\s|$)")
 _PATH_LIKE = re.compile(r"^(~|\.{1,2}[/\\]|[/\\]|[A-Za-z]:[/\\])|[/\\]\.\.([/\\]|$)")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
@@ -172,10 +174,8 @@ def make_item(
 
 def _parse_line(text: str, jsonl: bool) -> tuple[str, dict[str, Any]]:
     if not jsonl:
-        prompt, _, spec = text.partition(OVERRIDE_SEPARATOR)
-        if not spec and prompt.rstrip().endswith(" |"):
-            prompt = prompt.rstrip()[:-1]
-        return prompt, parse_overrides(spec)
+        prompt, *rest = _SEPARATOR.split(text, maxsplit=1)
+        return prompt, parse_overrides(rest[0] if rest else "")
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as err:

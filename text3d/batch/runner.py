@@ -191,13 +191,16 @@ class _AttemptLog:
             "finished": None,
             "status": "running",
             "steps": 0,
+            "resumed_from": {},
             "error": None,
         }
         self.data["attempts"].append(self.attempt)
         write_json(self.path, self.data)
 
-    def finish(self, status: str, steps: int, error: str | None) -> None:
-        self.attempt.update(status=status, steps=steps, error=error, finished=_now())
+    def finish(self, status: str, steps: int, error: str | None, resumed_from: dict[str, int]) -> None:
+        self.attempt.update(
+            status=status, steps=steps, error=error, resumed_from=resumed_from, finished=_now()
+        )
         write_json(self.path, self.data)
 
 
@@ -302,7 +305,7 @@ def run_batch(
         mine[result.key] = result
         if on_item is not None:
             on_item(result)
-        if state.is_main_process:
+        if state.is_main_process and result.status != "skipped":  # skips change nothing on disk
             _write_partial(parsed, out, mine, invocation, world, files)
 
     pending: list[BatchItem] = []
@@ -374,10 +377,12 @@ def _run_item(
     cfg = dataclasses.replace(item.cfg, out_dir=str(out), device=str(device))
     log = _AttemptLog(run_dir, item, invocation, rank, world)
     steps = 0
+    resumed_from: dict[str, int] = {}  # per stage: the step its first trained step started from
 
     def counting(progress: Progress) -> None:
         nonlocal steps
         steps += 1
+        resumed_from.setdefault(progress.stage, progress.step - 1)
         if callback is not None:
             callback(progress)
 
@@ -391,9 +396,9 @@ def _run_item(
         status, error = "failed", describe_failure(err)
         _free_memory(device)
     except BaseException:  # KeyboardInterrupt, SystemExit: record the attempt, then stop everything
-        log.finish("interrupted", steps, None)
+        log.finish("interrupted", steps, None, resumed_from)
         raise
-    log.finish(status, steps, error)
+    log.finish(status, steps, error, resumed_from)
     thumb, outputs = _files_of(out, item.key)
     result = ItemResult(
         item.file,
