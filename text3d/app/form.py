@@ -1,0 +1,127 @@
+"""The web form as plain data: which knobs it offers, and how its values become a :class:`GenerateConfig`.
+
+Precedence is the CLI's: the app's base config <- the chosen preset <- the values in the form. The form shows
+the preset's numbers when the preset changes, so what the user sees is what runs. A knob is offered only when
+the config has the field it sets (the refine-steps box appears once the config has a ``fine`` stage), and every
+knob is set through :func:`text3d.config.apply_overrides`, with the CLI's short names where one exists, so the
+app can never accept a setting the CLI would reject.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from text3d.config import ALIASES, PRESETS, GenerateConfig, apply_overrides
+from text3d.errors import ConfigError, PromptError
+from text3d.guidance.stable_diffusion import WEIGHTINGS
+
+STAGES = ("coarse", "fine")
+"""Stage sub-configs a knob may reach, in run order; those missing from the config are skipped."""
+
+
+@dataclass(frozen=True)
+class FormValues:
+    """Everything the form (or an API caller) sends. ``None`` means "keep the preset's value"."""
+
+    prompt: str
+    negative_prompt: str = ""
+    preset: str = "quality"
+    seed: int | None = None
+    """A negative seed draws a random one (recorded in the run's config.yaml)."""
+    steps: int | None = None
+    """Coarse (NeRF) stage steps."""
+    guidance_scale: float | None = None
+    resolution: int | None = None
+    """Coarse stage render size in pixels."""
+    refine_steps: int | None = None
+    """Fine (mesh) stage steps; ignored when the config has no fine stage."""
+    perp_neg: bool | None = None
+    view_dependent: bool | None = None
+    weighting: str | None = None
+
+
+def has_path(cfg: Any, dotted: str) -> bool:
+    try:
+        get_path(cfg, dotted)
+    except (AttributeError, TypeError):
+        return False
+    return True
+
+
+def get_path(cfg: Any, dotted: str) -> Any:
+    """The value at ``coarse.sds.guidance_scale``-style ``dotted`` in a (nested) dataclass config."""
+    value = cfg
+    for name in dotted.split("."):
+        if not dataclasses.is_dataclass(value):
+            raise AttributeError(dotted)
+        value = getattr(value, name)
+    return value
+
+
+def _stage_paths(cfg: GenerateConfig, suffix: str) -> tuple[str, ...]:
+    return tuple(f"{s}.{suffix}" for s in STAGES if has_path(cfg, f"{s}.{suffix}"))
+
+
+def knob_paths(cfg: GenerateConfig) -> dict[str, tuple[str, ...]]:
+    """Form field -> the config paths it sets, for the knobs this config supports (absent = not offered)."""
+
+    def alias_or(alias: str, *fallback: str) -> tuple[str, ...]:
+        paths = ALIASES.get(alias, fallback)
+        return tuple(p for p in paths if has_path(cfg, p))
+
+    knobs = {
+        "negative_prompt": alias_or("negative", "negative_prompt"),
+        "seed": alias_or("seed", "seed"),
+        "steps": alias_or("coarse-steps", "coarse.steps"),
+        "guidance_scale": alias_or("guidance-scale", *_stage_paths(cfg, "sds.guidance_scale")),
+        "resolution": alias_or("coarse-res", "coarse.resolution"),
+        "refine_steps": alias_or("fine-steps", "fine.steps"),
+        "perp_neg": alias_or("perp-neg", *_stage_paths(cfg, "sds.perp_neg")),
+        "view_dependent": _stage_paths(cfg, "sds.view_dependent"),
+        "weighting": _stage_paths(cfg, "sds.weighting"),
+    }
+    return {name: paths for name, paths in knobs.items() if paths}
+
+
+def with_preset(base: GenerateConfig, preset: str) -> GenerateConfig:
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    return apply_overrides(base, PRESETS[preset])
+
+
+def form_defaults(base: GenerateConfig, preset: str) -> FormValues:
+    """The values the form shows for ``preset``: the base config with the preset applied."""
+    cfg = with_preset(base, preset)
+    values = {name: get_path(cfg, paths[0]) for name, paths in knob_paths(cfg).items()}
+    return FormValues(prompt=cfg.prompt, preset=preset, **values)
+
+
+def config_from_form(base: GenerateConfig, values: FormValues) -> GenerateConfig:
+    """The config a form submission runs: ``base`` <- preset <- the form's non-``None`` values.
+
+    Raises:
+        PromptError: the prompt is empty (the app shows this and starts no job).
+        ConfigError: an unknown preset or a value the config rejects.
+    """
+    prompt = (values.prompt or "").strip()
+    if not prompt:
+        raise PromptError("the prompt is empty; describe the object, e.g. “a ceramic owl mug”")
+    if values.weighting is not None and values.weighting not in WEIGHTINGS:
+        # the config stores any string and the guidance would only fail mid-run; reject it before queueing
+        raise ConfigError(
+            f"unknown SDS weighting {values.weighting!r}; choose one of {', '.join(WEIGHTINGS)}"
+        )
+    cfg = apply_overrides(with_preset(base, values.preset), {"prompt": prompt})
+    overrides: dict[str, Any] = {}
+    for name, paths in knob_paths(cfg).items():
+        value = getattr(values, name)
+        if value is None:
+            continue
+        if name == "seed" and int(value) < 0:
+            value = random.SystemRandom().randrange(2**31)
+        for path in paths:
+            overrides[path] = value
+    return apply_overrides(cfg, overrides)

@@ -1,0 +1,57 @@
+"""One-line, human status text for a job (Markdown), shared by the web page and its API.
+
+Kept apart from the UI so the words a user reads are tested without a browser.
+"""
+
+from __future__ import annotations
+
+from text3d.app.jobs import JobSnapshot, JobStatus
+
+
+def format_duration(seconds: float | None) -> str:
+    """``42 s``, ``3 min 05 s``, ``1 h 02 min``; an em dash when unknown."""
+    if seconds is None:
+        return "—"
+    s = max(0, int(round(seconds)))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+def describe(snap: JobSnapshot) -> str:
+    """What the job is doing now, e.g. ``**Running** · coarse · step 120 / 10000 · loss 0.123 · ETA 3 min 20 s``."""
+    p = snap.progress
+    where = f" · run folder `{snap.run_dir}`" if snap.run_dir is not None else ""
+    if snap.status is JobStatus.QUEUED:
+        ahead = snap.position - 1
+        others = f"{ahead} more waiting ahead of yours, " if ahead else ""
+        return (
+            f"**Queued** · position {snap.position} in line ({others}one job runs at a time); "
+            "it starts by itself."
+        )
+    if snap.status is JobStatus.LOADING:
+        return "**Loading the model** · once per app start; the run begins right after."
+    if snap.status is JobStatus.RUNNING:
+        if p is None:
+            return f"**Starting** · encoding the prompt and building the scene{where}"
+        loss = f"{p.loss:.4g}" if p.loss is not None else "—"
+        stopping = " · **cancelling…**" if snap.cancel_requested else ""
+        return (
+            f"**Running** · stage {p.stage} · step {p.step} / {p.total} · loss {loss} · "
+            f"ETA {format_duration(p.eta_s)} · elapsed {format_duration(p.elapsed_s)}{stopping}"
+        )
+    if snap.status is JobStatus.COMPLETED:
+        took = (snap.finished_at or 0) - (snap.started_at or 0)
+        steps = f" · {p.stage} {p.step} / {p.total}" if p is not None else ""
+        return f"**Done** in {format_duration(took)}{steps}{where}"
+    if snap.status is JobStatus.CANCELLED:
+        if snap.run_dir is None:
+            return "**Cancelled** before it started; nothing was written."
+        at = f" at {p.stage} step {p.step} / {p.total}" if p is not None else ""
+        return (
+            f"**Cancelled**{at}{where}. The folder is consistent: continue it with "
+            f"`text3d generate --resume {snap.run_dir}`."
+        )
+    return f"**Failed** · {snap.error}{where}"

@@ -1,0 +1,485 @@
+"""The Gradio 6 page: a thin layer that turns form values into a config, hands it to the :class:`JobRunner`,
+and streams the job's snapshots back as status text, preview, video, 3D viewer and downloads.
+
+No generation logic lives here: a job is the same :func:`text3d.pipeline.generate` call the CLI makes, and the
+words, config rules and file lookups come from ``status.py``, ``form.py`` and ``runs.py``.
+
+API (``gradio_client``): ``/generate`` takes the form's fields by name (only ``prompt`` is required) and returns
+``(status, preview, video, model_3d, downloads, past_runs)`` with file paths; ``/cancel`` stops the caller's own
+jobs; ``/list_runs`` returns the gallery of past runs.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported: no calls home
+
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import gradio as gr
+
+from text3d.app.form import FormValues, config_from_form, form_defaults, knob_paths
+from text3d.app.jobs import JobRunner, JobSnapshot, JobStatus
+from text3d.app.runs import RunView, example_prompts, obj_zip, read_run, scan_runs
+from text3d.app.status import describe
+from text3d.config import PRESETS, GenerateConfig, apply_overrides
+from text3d.errors import Text3DError
+from text3d.guidance.stable_diffusion import WEIGHTINGS
+
+PREVIEW_EVERY_S = 3.0
+"""Wall-clock preview cadence the app asks of the trainer (unless the base config sets its own)."""
+
+CSS = """
+#status { min-height: 3.2em; }
+#status p { margin: 0.2em 0; }
+footer { display: none !important; }
+"""
+
+_SYSTEM_FONTS = ["ui-sans-serif", "system-ui", "Segoe UI", "Roboto", "Helvetica", "Arial", "sans-serif"]
+_MONO_FONTS = ["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "monospace"]
+
+
+def _theme() -> gr.themes.Base:
+    """Soft theme with system fonts: the default theme pulls web fonts from Google, which an offline GPU box
+    (or a test machine) cannot reach, and the page then waits on them."""
+    return gr.themes.Soft(primary_hue="indigo", font=_SYSTEM_FONTS, font_mono=_MONO_FONTS)
+
+
+class WebApp:
+    """The web app: a :class:`gr.Blocks` page plus the :class:`JobRunner` it feeds.
+
+    Args:
+        base_config: settings every job starts from (model, device, output folder, any config field); the
+            preset and the form's values are applied on top.
+        guidance: an already loaded model; when ``None`` it is loaded from ``base_config.model`` by the worker,
+            once, and kept (text encoder included, since new prompts keep arriving).
+        preset: the preset selected when the page opens.
+        prompts_dir: folder of ``*.txt`` prompt files offered as clickable examples.
+        poll_s: the shortest interval between two updates sent to a browser.
+    """
+
+    def __init__(
+        self,
+        base_config: GenerateConfig,
+        guidance: object | None = None,
+        *,
+        preset: str = "quality",
+        prompts_dir: str | Path = "prompts",
+        max_queued: int = 16,
+        poll_s: float = 0.5,
+        preload: bool = False,
+    ):
+        if base_config.trainer.preview_every_s <= 0:
+            base_config = apply_overrides(base_config, {"trainer.preview_every_s": PREVIEW_EVERY_S})
+        self.base = base_config
+        self.preset = preset
+        self.poll_s = poll_s
+        self.out_dir = Path(base_config.out_dir).resolve()
+        self.prompts_dir = Path(prompts_dir)
+        self.cache_dir = Path(tempfile.mkdtemp(prefix="text3d-app-"))
+        """Zips of OBJ sets live here, not in the run folders, which belong to the pipeline and exporter."""
+        from text3d.pipeline import load_guidance
+
+        self.runner = JobRunner(
+            loader=lambda: load_guidance(self.base), guidance=guidance, max_queued=max_queued
+        )
+        if preload:
+            self.runner.preload()
+        self.blocks = self._build()
+        self.url: str | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    def launch(
+        self,
+        host: str = "127.0.0.1",
+        port: int | None = 7860,
+        share: bool = False,
+        prevent_thread_lock: bool = False,
+        quiet: bool = False,
+    ) -> str:
+        """Serve the page; returns its local URL. Blocks until interrupted unless ``prevent_thread_lock``."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.blocks.queue(default_concurrency_limit=1, max_size=self.runner.max_queued * 4)
+        _, url, _ = self.blocks.launch(
+            server_name=host,
+            server_port=port,
+            share=share,
+            prevent_thread_lock=True,
+            quiet=quiet,
+            show_error=True,
+            allowed_paths=[str(self.out_dir), str(self.cache_dir)],
+            theme=_theme(),
+            css=CSS,
+        )
+        self.url = url
+        if not prevent_thread_lock:
+            self.blocks.block_thread()
+        return url
+
+    def close(self) -> None:
+        """Stop the server, cancel waiting jobs, let the running one checkpoint, remove the zip cache."""
+        self.runner.close()
+        self.blocks.close()
+        shutil.rmtree(self.cache_dir, ignore_errors=True)
+
+    # ------------------------------------------------------------------ helpers
+    def _downloads(self, view: RunView | None) -> list[str] | None:
+        if view is None:
+            return None
+        files = [str(view.glb)] if view.glb is not None else []
+        if view.obj is not None:
+            files.append(str(obj_zip(view.obj, self.cache_dir, view.run_dir.name)))
+        return files or None
+
+    def _result_outputs(self, view: RunView | None, preview: Path | None) -> tuple:
+        """``(preview, video, model_3d, downloads)`` for a finished (or past) run."""
+        if view is None:
+            return (str(preview) if preview else None), None, None, None
+        video = view.video
+        if video is not None and video.suffix.lower() == ".gif":  # no mp4 encoder: the gif plays as an image
+            preview, video = video, None
+        else:
+            preview = view.preview or preview
+        return (
+            str(preview) if preview else None,
+            str(video) if video else None,
+            str(view.glb) if view.glb else None,
+            self._downloads(view),
+        )
+
+    def _gallery(self) -> tuple[list[tuple[str, str]], list[str]]:
+        views = scan_runs(self.out_dir)
+        return [(str(v.preview), v.caption) for v in views], [str(v.run_dir) for v in views]
+
+    # ------------------------------------------------------------------ event handlers (named for the API)
+    def _generate_fn(self):
+        app = self
+
+        def generate(
+            prompt: str,
+            negative_prompt: str,
+            preset: str,
+            seed: float,
+            steps: float,
+            guidance_scale: float,
+            resolution: float,
+            refine_steps: float,
+            perp_neg: bool,
+            view_dependent: bool,
+            weighting: str,
+            request: gr.Request,
+        ) -> Iterator[tuple]:
+            """Generate a 3D asset from a prompt; streams status and preview, ends with video, GLB and downloads."""
+            values = FormValues(
+                prompt=prompt or "",
+                negative_prompt=negative_prompt or "",
+                preset=preset or app.preset,
+                seed=None if seed is None else int(seed),
+                steps=None if steps is None else int(steps),
+                guidance_scale=guidance_scale,
+                resolution=None if resolution is None else int(resolution),
+                refine_steps=None if refine_steps is None else int(refine_steps),
+                perp_neg=perp_neg,
+                view_dependent=view_dependent,
+                weighting=weighting or None,
+            )
+            try:
+                cfg = config_from_form(app.base, values)
+                snap = app.runner.submit(cfg, owner=_owner(request))
+            except Text3DError as err:
+                raise gr.Error(str(err), title="Nothing was started") from None
+            yield from app._follow(snap)
+
+        return generate
+
+    def _follow(self, snap: JobSnapshot) -> Iterator[tuple]:
+        """Stream a job's snapshots (at most one update per ``poll_s``) and then its results."""
+        skip = gr.skip()
+        yield describe(snap), None, None, None, None, skip, skip
+        shown_version, shown_preview = snap.version, None
+        while not snap.done:
+            time.sleep(self.poll_s)
+            snap = self.runner.wait(snap.id, shown_version, timeout=10.0)
+            if snap.version == shown_version or snap.done:
+                continue
+            shown_version = snap.version
+            preview = skip
+            if snap.preview is not None and snap.preview != shown_preview:
+                preview = shown_preview = str(snap.preview)
+            yield describe(snap), preview, skip, skip, skip, skip, skip
+        view = None
+        if snap.run_dir is not None:
+            view = read_run(snap.run_dir, snap.result.meshes if snap.result else None)
+        gallery, run_dirs = self._gallery()
+        yield describe(snap), *self._result_outputs(view, snap.preview), gallery, run_dirs
+        if snap.status is JobStatus.FAILED:
+            raise gr.Error(snap.error or "the run failed", title="The run failed")
+
+    def _cancel_fn(self):
+        app = self
+
+        def cancel(request: gr.Request) -> str:
+            """Cancel the caller's running or queued jobs; a running one stops at its next step."""
+            ids = app.runner.cancel_owned_by(_owner(request))
+            if not ids:
+                gr.Info("No job of yours is running or waiting.")
+                return gr.skip()
+            return f"**Cancelling…** · {len(ids)} job{'s' if len(ids) > 1 else ''}; a checkpoint is being written."
+
+        return cancel
+
+    def _list_runs_fn(self):
+        app = self
+
+        def list_runs() -> tuple[list[tuple[str, str]], list[str]]:
+            """The gallery of past runs, newest first, read from the output folder's run.json files."""
+            return app._gallery()
+
+        return list_runs
+
+    def _show_run_fn(self):
+        app = self
+
+        def show_run(run_dirs: list[str], evt: gr.SelectData) -> tuple:
+            """Load a past run from the gallery into the result views."""
+            if not run_dirs or evt.index is None or evt.index >= len(run_dirs):
+                return (gr.skip(),) * 5
+            view = read_run(run_dirs[evt.index])
+            if view is None:
+                raise gr.Error("That run folder is gone or unreadable.")
+            status = f"**Past run** · {view.prompt} · {view.status} · run folder `{view.run_dir}`"
+            return status, *app._result_outputs(view, view.preview)
+
+        return show_run
+
+    def _preset_fn(self, knob_names: list[str]):
+        app = self
+
+        def apply_preset(preset: str) -> tuple:
+            defaults = form_defaults(app.base, preset)
+            return tuple(getattr(defaults, name) for name in knob_names)
+
+        return apply_preset
+
+    # ------------------------------------------------------------------ layout
+    def _build(self) -> gr.Blocks:
+        defaults = form_defaults(self.base, self.preset)
+        offered = knob_paths(self.base)
+        examples = example_prompts(self.prompts_dir)
+
+        with gr.Blocks(title="text3d", delete_cache=(3600, 86400)) as blocks:
+            gr.Markdown(
+                "# text3d\nType what you want, press **Generate**, watch it take shape, then orbit and download "
+                "it. One job runs at a time; others wait in line."
+            )
+            with gr.Row(equal_height=False):
+                with gr.Column(scale=2, min_width=320):
+                    prompt = gr.Textbox(
+                        label="Prompt",
+                        placeholder="a ceramic owl mug",
+                        lines=2,
+                        max_lines=4,
+                        elem_id="prompt",
+                    )
+                    negative = gr.Textbox(
+                        label="Negative prompt",
+                        value=defaults.negative_prompt or "",
+                        placeholder="what to avoid, e.g. blurry, low quality",
+                        elem_id="negative",
+                    )
+                    with gr.Row():
+                        preset = gr.Dropdown(
+                            list(PRESETS), value=self.preset, label="Preset", elem_id="preset", min_width=100
+                        )
+                        seed = gr.Number(
+                            value=defaults.seed,
+                            label="Seed",
+                            precision=0,
+                            info="-1 = random",
+                            elem_id="seed",
+                            min_width=100,
+                        )
+                    with gr.Row():
+                        steps = gr.Number(
+                            value=defaults.steps,
+                            label="Steps",
+                            precision=0,
+                            minimum=1,
+                            info="NeRF (coarse) stage",
+                            elem_id="steps",
+                            min_width=100,
+                        )
+                        guidance_scale = gr.Number(
+                            value=defaults.guidance_scale,
+                            label="Guidance scale",
+                            minimum=0,
+                            info="SDS uses ~100",
+                            elem_id="guidance_scale",
+                            min_width=100,
+                        )
+                    with gr.Accordion("Advanced", open=False, elem_id="advanced"):
+                        resolution = gr.Number(
+                            value=defaults.resolution,
+                            label="Render resolution (px)",
+                            precision=0,
+                            minimum=8,
+                            info="coarse stage; 64 is the anchors' default",
+                            visible="resolution" in offered,
+                        )
+                        refine_steps = gr.Number(
+                            value=defaults.refine_steps if defaults.refine_steps is not None else 0,
+                            label="Refine steps",
+                            precision=0,
+                            minimum=0,
+                            info="mesh (fine) stage; 0 skips it",
+                            visible="refine_steps" in offered,
+                        )
+                        with gr.Row():
+                            perp_neg = gr.Checkbox(
+                                value=bool(defaults.perp_neg),
+                                label="Perp-Neg",
+                                info="fights multi-face (Janus) results",
+                                visible="perp_neg" in offered,
+                            )
+                            view_dependent = gr.Checkbox(
+                                value=bool(defaults.view_dependent)
+                                if defaults.view_dependent is not None
+                                else True,
+                                label="View-dependent prompts",
+                                info="adds “front/side/back view”",
+                                visible="view_dependent" in offered,
+                            )
+                        weighting = gr.Dropdown(
+                            list(WEIGHTINGS),
+                            value=defaults.weighting or "sds",
+                            label="SDS weighting w(t)",
+                            visible="weighting" in offered,
+                        )
+                    with gr.Row():
+                        run_btn = gr.Button("Generate", variant="primary", elem_id="generate")
+                        cancel_btn = gr.Button("Cancel", variant="stop", elem_id="cancel")
+                    if examples:
+                        with gr.Tabs(elem_id="examples"):
+                            for name, prompts in examples.items():
+                                with gr.Tab(name.replace("_", " ").capitalize()):
+                                    gr.Examples(
+                                        [[p] for p in prompts],
+                                        inputs=[prompt],
+                                        label=None,
+                                        examples_per_page=8,
+                                    )
+                    else:
+                        gr.Markdown(
+                            f"*No example prompts: add `*.txt` files (one prompt per line) to "
+                            f"`{self.prompts_dir}/`.*"
+                        )
+                with gr.Column(scale=3, min_width=360):
+                    status = gr.Markdown("Ready.", elem_id="status")
+                    preview_img = gr.Image(
+                        label="Preview (albedo above, geometry below)",
+                        type="filepath",
+                        interactive=False,
+                        elem_id="preview",
+                        height=260,
+                    )
+                    with gr.Row():
+                        video = gr.Video(
+                            label="Turntable",
+                            autoplay=True,
+                            loop=True,
+                            interactive=False,
+                            elem_id="video",
+                            height=300,
+                        )
+                        model_3d = gr.Model3D(
+                            label="3D model (drag to orbit)",
+                            clear_color=(0.95, 0.95, 0.97, 1.0),
+                            interactive=False,
+                            elem_id="model3d",
+                            height=300,
+                        )
+                    downloads = gr.File(
+                        label="Downloads (GLB; OBJ + MTL + texture as a zip)",
+                        file_count="multiple",
+                        interactive=False,
+                        elem_id="downloads",
+                    )
+            with gr.Accordion("Past runs", open=True):
+                gallery = gr.Gallery(
+                    label="Past runs (click one to load it)",
+                    columns=4,
+                    height=320,
+                    allow_preview=False,
+                    elem_id="gallery",
+                )
+                refresh_btn = gr.Button("Refresh", size="sm")
+            run_dirs = gr.State([])
+
+            knob_names = [
+                "steps",
+                "guidance_scale",
+                "resolution",
+                "refine_steps",
+                "perp_neg",
+                "view_dependent",
+                "weighting",
+            ]
+            knob_components = [
+                steps,
+                guidance_scale,
+                resolution,
+                refine_steps,
+                perp_neg,
+                view_dependent,
+                weighting,
+            ]
+            result_outputs = [status, preview_img, video, model_3d, downloads]
+            gr.on(
+                triggers=[run_btn.click, prompt.submit],
+                fn=self._generate_fn(),
+                inputs=[prompt, negative, preset, seed, *knob_components],
+                outputs=[*result_outputs, gallery, run_dirs],
+                api_name="generate",
+                concurrency_limit=None,  # waiting handlers are cheap; the JobRunner serialises the work
+                show_progress="hidden",
+            )
+            cancel_btn.click(
+                self._cancel_fn(), None, status, api_name="cancel", queue=False, show_progress="hidden"
+            )
+            preset.change(
+                self._preset_fn(knob_names),
+                preset,
+                knob_components,
+                api_visibility="private",
+                show_progress="hidden",
+            )
+            gallery.select(
+                self._show_run_fn(),
+                run_dirs,
+                result_outputs,
+                api_visibility="private",
+                show_progress="hidden",
+            )
+            list_runs = self._list_runs_fn()
+            refresh_btn.click(list_runs, None, [gallery, run_dirs], api_name="list_runs")
+            blocks.load(list_runs, None, [gallery, run_dirs], api_visibility="private")
+        return blocks
+
+
+def _owner(request: gr.Request | None) -> str:
+    """The browser session (or API client) a job belongs to, so Cancel only reaches the caller's own jobs."""
+    return getattr(request, "session_hash", None) or "anonymous"
+
+
+def build_app(
+    base_config: GenerateConfig,
+    guidance: object | None = None,
+    **options,
+) -> WebApp:
+    """The app over ``base_config`` (tests pass the tiny config and the tiny model); see :class:`WebApp`."""
+    return WebApp(base_config, guidance, **options)
