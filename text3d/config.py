@@ -34,6 +34,8 @@ class GenerateConfig:
     out_dir: str = "outputs"
     device: str = "auto"
     """``auto`` (cuda, then mps, then cpu), or any torch device string."""
+    deterministic: bool = False
+    """Deterministic kernels on GPU too (always on for CPU runs, where they make resume bit-exact)."""
     model: ModelConfig = field(default_factory=ModelConfig)
     coarse: CoarseStageConfig = field(default_factory=CoarseStageConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)

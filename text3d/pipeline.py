@@ -13,11 +13,13 @@ A run folder is self-describing::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
 import os
 import platform
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -128,6 +130,22 @@ class RunRecord:
         write_json(self.path, self.data)
 
 
+@contextlib.contextmanager
+def deterministic_algorithms(enabled: bool) -> Iterator[None]:
+    """Deterministic kernels for the duration of a run, then the caller's setting back.
+
+    On CPU, multi-threaded scatter-adds (the hash-grid backward) sum in a varying order, so two runs of the same
+    seed drift apart in the last bits; with deterministic kernels they, and a resumed run, are bit-identical.
+    """
+    before = torch.are_deterministic_algorithms_enabled()
+    before_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(enabled or before, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before, warn_only=before_warn)
+
+
 def build_stages(cfg: GenerateConfig) -> list[Stage]:
     """The stages a config asks for, in order (skipping stages with 0 steps)."""
     stages: list[Stage] = []
@@ -171,6 +189,14 @@ def generate(
     if own_guidance:
         guidance.release_text_encoder()
     result = RunResult(run_dir=run_dir, status="running")
+    with deterministic_algorithms(device.type == "cpu" or cfg.deterministic):
+        _run_stages(cfg, device, guidance, text, run_dir, record, result, callback)
+    result.status = "completed"
+    record.update(status="completed")
+    return result
+
+
+def _run_stages(cfg, device, guidance, text, run_dir, record, result, callback) -> None:
     try:
         torch.manual_seed(cfg.seed)  # stage construction draws initial weights: make it a function of the seed
         stages = build_stages(cfg)
@@ -202,9 +228,6 @@ def generate(
     except BaseException as err:
         record.update(status="failed", error=f"{type(err).__name__}: {err}")
         raise
-    result.status = "completed"
-    record.update(status="completed")
-    return result
 
 
 def load_run_config(run_dir: str | Path) -> GenerateConfig:
