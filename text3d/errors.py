@@ -40,3 +40,7 @@ class PromptTruncatedWarning(UserWarning):
 
 class BackendUnavailableError(Text3DError):
     """A compute backend was asked for by name (e.g. the nvdiffrast rasterizer) but cannot run here."""
+
+
+class ExportError(Text3DError):
+    """A mesh could not be exported (empty isosurface, nothing left after clean-up, an unknown format)."""
