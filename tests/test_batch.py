@@ -367,18 +367,25 @@ def _free_port() -> int:
 
 
 def test_accelerate_two_cpu_processes_shard_without_duplicates_or_gaps(tmp_path, config_yaml):
-    """Acceptance (c): ``accelerate launch --cpu --num_processes 2 -m text3d batch`` on 8 prompts."""
+    """Acceptance (c): two accelerate processes on CPU split 8 prompts with no duplicates and no gaps.
+
+    accelerate 1.x starts several CPU processes only through MPI (``--cpu`` + ``--mpirun_hostfile``); plain
+    ``--cpu --num_processes 2`` starts one. ``--multi_gpu`` launches through torchrun, and with no GPU visible
+    ``process_state`` makes the processes a gloo group on CPU: the same code path as N GPUs with nccl.
+    """
     words = ["apple", "vase", "owl", "mug", "red owl", "blue vase", "red mug", "blue apple"]
     pfile = _write_lines(tmp_path / "eight.txt", [f"a {w}" for w in words])
     out = tmp_path / "out"
     cmd = [
         sys.executable, "-m", "accelerate.commands.launch",
-        "--cpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+        "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
         "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
         "-m", "text3d", "batch", str(pfile), "--config", str(config_yaml), "--out", str(out),
     ]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=400)
+    env = {**_env(), "CUDA_VISIBLE_DEVICES": ""}  # CPU processes even where the test machine has GPUs
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "over 2 processes" in proc.stdout and "[1/2] completed" in proc.stdout
 
     expected = parse_prompt_file(pfile).items
     folders = sorted(p.name for p in out.iterdir() if p.is_dir())
@@ -429,10 +436,20 @@ def test_sigkill_mid_batch_then_rerun_finishes_the_rest(tmp_path, config_yaml):
                 pass
         return done
 
+    def half_finished() -> bool:
+        """Some prompt has a checkpoint but is not completed: the best moment for the kill."""
+        done = completed()
+        return any(
+            (out / i.key / "checkpoints" / "coarse.safetensors").exists() for i in items if i.key not in done
+        )
+
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 240
-    while len(completed()) < 2 and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
+    while proc.poll() is None and time.monotonic() < deadline:
+        n = len(completed())
+        if (n >= 2 and half_finished()) or n >= 4:  # mid-prompt if we catch it, else between prompts
+            break
+        time.sleep(0.01)
     assert proc.poll() is None, (
         "the batch ended before it could be killed: " + proc.stderr.read().decode()[-2000:]
     )
@@ -453,7 +470,9 @@ def test_sigkill_mid_batch_then_rerun_finishes_the_rest(tmp_path, config_yaml):
     assert sorted(completed()) == sorted(i.key for i in items)
     for key in done_first:
         attempts = _read(out / key / "batch.json")["attempts"]
-        assert [(a["invocation"], a["status"]) for a in attempts] == [(first_inv, "completed")]
+        # one attempt, from the killed run ("running" if the kill landed between run.json and batch.json)
+        assert [a["invocation"] for a in attempts] == [first_inv]
+        assert attempts[0]["status"] in ("completed", "running")
         assert (out / key / "run.json").read_bytes() + (out / key / "metrics.jsonl").read_bytes() == frozen[
             key
         ]

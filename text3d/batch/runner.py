@@ -28,6 +28,7 @@ import os
 import socket
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,8 +124,13 @@ def run_status(run_dir: Path) -> str:
     return str(_read_json(run_dir / "run.json").get("status", "pending"))
 
 
-def _made_by(record: dict) -> int | None:
-    done = [a for a in record.get("attempts", []) if a.get("status") == "completed"]
+def _made_by(record: dict, status: str) -> int | None:
+    """The process of the attempt that completed the run. A process killed between writing ``run.json``
+    (completed) and its ``batch.json`` entry leaves that attempt ``running``: it still made the run."""
+    attempts = record.get("attempts", [])
+    done = [a for a in attempts if a.get("status") == "completed"]
+    if not done and status == "completed" and attempts and attempts[-1].get("status") == "running":
+        done = attempts[-1:]
     return int(done[-1]["process_index"]) if done else None
 
 
@@ -159,7 +165,7 @@ def scan_item(item: BatchItem, out_dir: Path, process_index: int = 0) -> ItemRes
         item.key,
         status,
         process_index=process_index,
-        made_by=_made_by(_read_json(out_dir / item.key / "batch.json")),
+        made_by=_made_by(_read_json(out_dir / item.key / "batch.json"), status),
         thumbnail=thumb,
         outputs=outputs,
     )
@@ -231,12 +237,24 @@ def process_state():
     """accelerate's ``PartialState`` for this process (one process when not launched by accelerate/torchrun).
 
     ``cpu=True`` when ``accelerate launch --cpu`` asked for it or there is no CUDA: ``PartialState`` itself ignores
-    ``ACCELERATE_USE_CPU`` and would otherwise fall back to a single process on a CPU-only machine.
+    ``ACCELERATE_USE_CPU``, and without ``cpu=True`` the processes that torchrun (``accelerate launch --multi_gpu``)
+    starts on a machine without GPUs would each believe they are alone and all run every prompt. With it they
+    form a gloo group and split the prompts. The timeout is :data:`BARRIER_TIMEOUT`.
     """
     from accelerate import PartialState
 
     flag = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
-    return PartialState(cpu=flag or not torch.cuda.is_available(), timeout=BARRIER_TIMEOUT)
+    state = PartialState(cpu=flag or not torch.cuda.is_available(), timeout=BARRIER_TIMEOUT)
+    if flag and state.num_processes == 1 and os.environ.get("MASTER_ADDR"):
+        # `accelerate launch --cpu --num_processes N` without MPI starts ONE process (accelerate's multi-CPU
+        # mode is mpirun-based); it then runs the whole batch, which is correct but not parallel.
+        warnings.warn(
+            "accelerate started a single process: with --cpu it needs MPI (--mpirun_hostfile) for several; "
+            "on a machine without GPUs use `accelerate launch --multi_gpu --num_processes N` (torchrun; this "
+            "batch then uses CPU processes with gloo) or `torchrun --nproc_per_node N -m text3d batch ...`",
+            stacklevel=2,
+        )
+    return state
 
 
 def default_batch_out(out_dir: str | Path, files: Sequence[str | Path]) -> Path:
@@ -408,7 +426,7 @@ def _run_item(
         status,
         error,
         rank,
-        rank if status == "completed" else _made_by(log.data),
+        rank if status == "completed" else _made_by(log.data, status),
         steps,
         round(time.perf_counter() - t0, 3),
         thumb,
