@@ -27,6 +27,7 @@ from text3d.errors import Cancelled
 from text3d.guidance.prompts import TextEmbeddings
 from text3d.guidance.stable_diffusion import StableDiffusionGuidance
 from text3d.io import atomic_path, write_bytes
+from text3d.profiling import SectionTimer, section
 from text3d.render.shading import ShadingMode, ShadingParams, sample_shading
 from text3d.stages.base import Stage
 
@@ -253,12 +254,15 @@ class Trainer:
         write_bytes(self.run_dir / "previews" / "latest.png", path.read_bytes())
         return path
 
-    def train_step(self) -> tuple[Tensor, dict[str, Tensor]]:
+    def train_step(self, timer: SectionTimer | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        """One optimisation step. ``timer`` (benchmarks only) times render / vae_encode / unet / backward /
+        optimizer; without it nothing here synchronises with the device."""
         scfg = self.stage.cfg
-        self.stage.before_step(self.step)
-        cams = sample_cameras(scfg.cameras, self.device)
-        shading = sample_shading(scfg.shading, self.step, cams)
-        out = self.stage.render(cams, scfg.resolution, scfg.resolution, shading, training=True)
+        with section(timer, "render"):
+            self.stage.before_step(self.step)
+            cams = sample_cameras(scfg.cameras, self.device)
+            shading = sample_shading(scfg.shading, self.step, cams)
+            out = self.stage.render(cams, scfg.resolution, scfg.resolution, shading, training=True)
         g = self.guidance(
             out.rgb,
             self.text,
@@ -266,12 +270,15 @@ class Trainer:
             cams.azimuth,
             scfg.sds,
             progress=self.step / max(scfg.steps, 1),
+            timer=timer,
         )
-        terms = {"sds": g.loss, **self.stage.regularizers(out, self.step)}
-        loss = sum(terms.values())
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        with section(timer, "backward"):
+            terms = {"sds": g.loss, **self.stage.regularizers(out, self.step)}
+            loss = sum(terms.values())
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+        with section(timer, "optimizer"):
+            self.optimizer.step()
         terms["grad_norm"] = g.grad_norm
         return loss.detach(), {k: v.detach() for k, v in terms.items()}
 

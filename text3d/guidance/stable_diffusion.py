@@ -25,6 +25,7 @@ from torch import Tensor
 from text3d.cameras import view_direction_ids
 from text3d.errors import ModelLoadError, PromptError, PromptTruncatedWarning
 from text3d.guidance.prompts import NEGATIVE_VIEWS, TextEmbeddings, perp_neg_combine, view_prompts
+from text3d.profiling import SectionTimer, section
 
 WEIGHTINGS = ("sds", "uniform", "fantasia")
 """``w(t)``: ``1 - abar`` (DreamFusion), ``1``, or ``sqrt(abar) (1 - abar)`` (Fantasia3D)."""
@@ -281,18 +282,21 @@ class StableDiffusionGuidance:
         azimuth: Float[Tensor, "B"],
         cfg: SDSConfig,
         progress: float = 0.0,
+        timer: SectionTimer | None = None,
     ) -> GuidanceOutput:
         """SDS loss for a batch of renders (channels last, [0, 1]) seen from the given camera angles (degrees).
 
-        ``progress`` in [0, 1] is the fraction of the stage done, for timestep annealing.
+        ``progress`` in [0, 1] is the fraction of the stage done, for timestep annealing. ``timer`` (benchmarks
+        only) times the ``vae_encode`` and ``unet`` sections.
         """
-        x = rgb.permute(0, 3, 1, 2)
-        if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
-            x = F.interpolate(x, (self.image_size, self.image_size), mode="bilinear", align_corners=False)
-        latents = self.encode_images(x)
+        with section(timer, "vae_encode"):
+            x = rgb.permute(0, 3, 1, 2)
+            if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
+                x = F.interpolate(x, (self.image_size, self.image_size), mode="bilinear", align_corners=False)
+            latents = self.encode_images(x)
         b = latents.shape[0]
         t = self.sample_timesteps(b, cfg, progress)
-        with torch.no_grad():
+        with torch.no_grad(), section(timer, "unet"):
             noise = torch.randn_like(latents)
             noisy = self.add_noise(latents, noise, t)
             eps_hat = self.guided_noise(noisy, t, text, elevation, azimuth, cfg)
