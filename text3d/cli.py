@@ -110,6 +110,22 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from text3d.bench import BenchConfig, format_table, run_bench
+    from text3d.config import GenerateConfig, apply_overrides
+
+    run_cfg = apply_overrides(GenerateConfig(), _parse_set(args.set))
+    cfg = BenchConfig(
+        size=args.size, stages=tuple(s.strip() for s in args.stages.split(",") if s.strip()), warmup=args.warmup,
+        steps=args.steps, device=args.device, dtype=args.dtype, peak_tflops=args.peak_tflops, out_dir=args.out,
+        run=run_cfg,
+    )
+    records, path = run_bench(cfg)
+    print(format_table(records))
+    print(f"wrote {path}")
+    return 0
+
+
 def cmd_random_model(args: argparse.Namespace) -> int:
     from text3d.guidance.random_models import save_random_sd
 
@@ -138,6 +154,18 @@ def build_parser() -> argparse.ArgumentParser:
     from text3d.batch.command import add_batch_parser
 
     add_batch_parser(sub)
+
+    bench = sub.add_parser("bench", help="speed benchmark on the real SD 2.1-base architecture (random weights)")
+    bench.add_argument("--size", choices=("sd21-base", "tiny"), default="sd21-base")
+    bench.add_argument("--stages", default="coarse,refine", help="comma-separated stages to time")
+    bench.add_argument("--steps", type=int, default=20, help="timed steps per stage")
+    bench.add_argument("--warmup", type=int, default=3)
+    bench.add_argument("--device", default="auto")
+    bench.add_argument("--dtype", default="auto", help="auto (fp16 on CUDA), fp32, fp16, bf16")
+    bench.add_argument("--peak-tflops", type=float, help="device peak for the utilisation column")
+    bench.add_argument("--out", default="bench/results", help="folder for <date>-<device>.json")
+    bench.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="run-config overrides")
+    bench.set_defaults(func=cmd_bench)
 
     rnd = sub.add_parser(
         "random-model", help="write a random-weight SD model (tests, speed work; no download)"

@@ -1,0 +1,49 @@
+"""The speed harness at tiny size on CPU: the table and the JSON records are complete (no timing asserted)."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import TINY_OVERRIDES
+
+from text3d.cli import main
+from text3d.config import ALIASES
+
+KEYS = {"device", "stage", "it_per_s", "ms", "peak_mem_gb", "torch", "settings"}
+
+
+def test_bench_harness_writes_complete_records(tmp_path, capsys):
+    stages = "coarse,refine" if "refine-steps" in ALIASES else "coarse"
+    sets = [f"--set={k}={v}" for k, v in TINY_OVERRIDES.items() if not k.startswith("trainer.")]
+    code = main(
+        [
+            "bench",
+            "--size",
+            "tiny",
+            "--stages",
+            stages,
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+            "--device",
+            "cpu",
+            "--out",
+            str(tmp_path),
+            *sets,
+        ]
+    )
+    assert code == 0
+    out = capsys.readouterr().out
+    files = list(tmp_path.glob("*.json"))
+    assert len(files) == 1 and "cpu" in files[0].name
+    records = json.loads(files[0].read_text())
+    assert [r["stage"] for r in records] == stages.split(",")
+    for r in records:
+        assert KEYS <= r.keys()
+        assert set(r["ms"]) == {"render", "vae_encode", "unet", "backward", "optimizer"}
+        assert all(v > 0 for v in r["ms"].values()), r["ms"]
+        assert r["it_per_s"] > 0 and r["peak_mem_gb"] > 0 and r["tflop_per_iter"] > 0
+        assert r["settings"]["model_size"] == "tiny" and r["settings"]["resolution"] > 0
+        assert r["stage"] in out
+    assert "it/s" in out and "unet ms" in out and str(files[0]) in out

@@ -1,0 +1,183 @@
+"""Speed harness: real training steps on the real SD 2.1-base architecture with random weights.
+
+Speed and memory do not depend on weight values, so random weights give exact figures with nothing downloaded.
+For each stage at the run's default settings it measures iterations per second, the milliseconds spent in render,
+VAE encode, UNet, backward and optimizer step, peak memory, and FLOPs per iteration (``torch.utils.flop_counter``)
+with the utilisation they imply. Results go to ``bench/results/<date>-<device>.json`` as a list of records.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import platform
+import re
+import resource
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from text3d.config import GenerateConfig, to_dict
+from text3d.guidance.random_models import build_random_sd
+from text3d.guidance.stable_diffusion import StableDiffusionGuidance, resolve_dtype
+from text3d.io import write_json
+from text3d.pipeline import build_stages, resolve_device
+from text3d.profiling import SectionTimer
+from text3d.trainer import Trainer, TrainerConfig
+
+SECTIONS = ("render", "vae_encode", "unet", "backward", "optimizer")
+
+PEAK_TFLOPS = {"H100": 790.0, "H200": 790.0, "A100": 312.0}
+"""Dense bf16/fp16 tensor-core peaks (TFLOP/s) used for utilisation when the GPU name matches."""
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    size: str = "sd21-base"
+    """``sd21-base`` (real architecture) or ``tiny`` (CPU smoke test of the harness)."""
+    stages: tuple[str, ...] = ("coarse", "refine")
+    warmup: int = 3
+    steps: int = 20
+    device: str = "auto"
+    dtype: str = "auto"
+    peak_tflops: float | None = None
+    """Peak for utilisation; ``None``: from :data:`PEAK_TFLOPS` by GPU name (no utilisation on unknown devices)."""
+    out_dir: str = "bench/results"
+    run: GenerateConfig = field(default_factory=GenerateConfig)
+    """Stage settings (the defaults a user's run gets)."""
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "mps":
+        return "Apple MPS"
+    return f"CPU {platform.machine()} x{torch.get_num_threads()} threads"
+
+
+def _peak_memory_gb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 1e9
+    # CPU: the process's peak resident set (ru_maxrss is KiB on Linux); includes the models and Python itself.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+
+
+def _count_flops(trainer: Trainer) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        trainer.train_step()
+    trainer.step += 1
+    return float(counter.get_total_flops())
+
+
+def load_random_guidance(size: str, device: torch.device, dtype: torch.dtype) -> StableDiffusionGuidance:
+    parts = build_random_sd(size)
+    for name in ("unet", "vae", "text_encoder"):
+        parts[name].to(device=device, dtype=dtype)
+    return StableDiffusionGuidance(**parts)
+
+
+def bench_stage(
+    trainer: Trainer, warmup: int, steps: int, device: torch.device
+) -> tuple[float, dict[str, float]]:
+    """Returns iterations per second and the mean ms per section over ``steps`` timed steps."""
+    for _ in range(warmup):
+        trainer.train_step()
+        trainer.step += 1
+    timer = SectionTimer(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        trainer.train_step(timer)
+        trainer.step += 1
+    elapsed = time.perf_counter() - t0
+    return steps / elapsed, {k: timer.ms.get(k, 0.0) / steps for k in SECTIONS}
+
+
+def run_bench(cfg: BenchConfig, write: bool = True) -> tuple[list[dict], Path | None]:
+    """Benchmark the requested stages; returns the records and the JSON path written (if ``write``)."""
+    device = resolve_device(cfg.device)
+    dtype = resolve_dtype(cfg.dtype, device)
+    name = device_name(device)
+    peak = cfg.peak_tflops
+    if peak is None:
+        peak = next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
+    guidance = load_random_guidance(cfg.size, device, dtype)
+    text = guidance.prepare_text("a ceramic owl mug")
+    guidance.release_text_encoder()
+
+    torch.manual_seed(0)
+    stages = {s.name: s for s in build_stages(cfg.run)}
+    unknown = [s for s in cfg.stages if s not in stages]
+    if unknown:
+        raise ValueError(f"unknown or disabled stage(s) {unknown}; available: {sorted(stages)}")
+    records = []
+    previous = None
+    with tempfile.TemporaryDirectory(prefix="text3d-bench-") as tmp:
+        for stage in stages.values():
+            if previous is not None and hasattr(stage, "init_from"):
+                stage.init_from(previous)
+            stage.to(device)
+            previous = stage
+            if stage.name not in cfg.stages:
+                continue
+            trainer = Trainer(stage, guidance, text, Path(tmp), TrainerConfig(progress_bar=False))
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            it_per_s, ms = bench_stage(trainer, cfg.warmup, cfg.steps, device)
+            flops = _count_flops(trainer)
+            achieved = flops * it_per_s / 1e12
+            records.append(
+                {
+                    "device": name,
+                    "stage": stage.name,
+                    "it_per_s": round(it_per_s, 3),
+                    "ms": {k: round(v, 2) for k, v in ms.items()},
+                    "peak_mem_gb": round(_peak_memory_gb(device), 3),
+                    "torch": torch.__version__,
+                    "settings": {
+                        "model_size": cfg.size,
+                        "dtype": str(dtype).replace("torch.", ""),
+                        "resolution": stage.cfg.resolution,
+                        "batch_size": stage.cfg.cameras.batch_size,
+                        "warmup": cfg.warmup,
+                        "steps": cfg.steps,
+                        "stage_config": to_dict(stage.cfg),
+                    },
+                    "tflop_per_iter": round(flops / 1e12, 4),
+                    "achieved_tflops": round(achieved, 3),
+                    "utilisation": None if peak is None else round(achieved / peak, 4),
+                    "date": _dt.date.today().isoformat(),
+                }
+            )
+    path = None
+    if write:
+        slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+        path = write_json(Path(cfg.out_dir) / f"{_dt.date.today().isoformat()}-{slug}.json", records)
+    return records, path
+
+
+def format_table(records: list[dict]) -> str:
+    head = ["stage", "it/s", *[f"{s} ms" for s in SECTIONS], "peak GB", "TFLOP/it", "util"]
+    rows = [head]
+    for r in records:
+        util = "-" if r["utilisation"] is None else f"{100 * r['utilisation']:.1f}%"
+        rows.append(
+            [
+                r["stage"],
+                f"{r['it_per_s']:.2f}",
+                *[f"{r['ms'][s]:.1f}" for s in SECTIONS],
+                f"{r['peak_mem_gb']:.2f}",
+                f"{r['tflop_per_iter']:.3f}",
+                util,
+            ]
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
+    device = records[0]["device"] if records else "?"
+    return f"device: {device}\n" + "\n".join(lines)
