@@ -360,6 +360,24 @@ def test_cli_bad_lines_and_nothing_written_outside_out(tmp_path, config_yaml):
     assert all(Path(i["key"]).name == i["key"] for i in summary["items"])
 
 
+def test_cli_user_errors_are_one_line_with_exit_code_2(tmp_path, config_yaml, capsys, monkeypatch):
+    from text3d.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    only_comments = _write_lines(tmp_path / "empty.txt", ["# nothing here yet", ""])
+    cases = [
+        (["batch", "missing.txt"], "prompt file missing.txt does not exist"),
+        (["batch", str(tmp_path)], "is a folder"),
+        (["batch", str(only_comments), "--config", str(config_yaml)], "no prompts in"),
+        (["batch", str(only_comments), "--set", "coarse.nope=1"], "unknown setting 'nope'"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.txt", "tiny.yaml"], "nothing was written"
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

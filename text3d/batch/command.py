@@ -43,12 +43,13 @@ def add_batch_parser(sub: argparse._SubParsersAction) -> None:
 
 def cmd_batch(args: argparse.Namespace) -> int:
     from text3d.batch.promptfile import parse_prompt_files
-    from text3d.batch.runner import ItemResult, default_batch_out, process_state, run_batch
+    from text3d.batch.runner import ItemResult, default_batch_out, process_state, require_prompts, run_batch
     from text3d.cli import config_from_args
 
     base = config_from_args(args, None)
     out = args.out if args.out else default_batch_out(base.out_dir, args.files)
     parsed = parse_prompt_files(args.files, base)
+    require_prompts(parsed, args.files)
     state = process_state()
     main = state.is_main_process
     tag = f"[{state.process_index}/{state.num_processes}] " if state.num_processes > 1 else ""

@@ -272,6 +272,13 @@ def _invocation_id(state) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------- the batch
+def require_prompts(parsed: ParsedBatch, files: Sequence[str | Path]) -> None:
+    """Files with no prompt line at all (only comments, or empty) are a user error, not an empty success."""
+    if not parsed.items and not parsed.errors:
+        names = ", ".join(str(f) for f in files)
+        raise PromptFileError(f"no prompts in {names}; write one prompt per line (# starts a comment)")
+
+
 def run_batch(
     files: Sequence[str | Path],
     base: GenerateConfig,
@@ -306,9 +313,7 @@ def run_batch(
         ModelLoadError: the model can't be loaded (nothing can run).
     """
     parsed = parsed if parsed is not None else parse_prompt_files(list(files), base)
-    if not parsed.items and not parsed.errors:
-        names = ", ".join(str(f) for f in files)
-        raise PromptFileError(f"no prompts in {names}; write one prompt per line (# starts a comment)")
+    require_prompts(parsed, files)
     out = Path(out_dir if out_dir is not None else base.out_dir)
     state = state if state is not None else process_state()
     rank, world = state.process_index, state.num_processes
