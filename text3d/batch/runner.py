@@ -14,8 +14,8 @@ the same arguments:
    writes ``summary.json``, ``summary.csv`` and ``index.html``.
 
 Each run folder also gets ``batch.json``: the line it came from and one entry per attempt (batch invocation,
-process index, host, start/finish, status, training steps run). That is how a re-run, and a reader, know which
-process made a folder and which attempts trained it.
+process index, host, start/finish, status, training steps run, the step each stage resumed from). That is how a
+re-run, and a reader, know which process made a folder and which attempts trained it.
 """
 
 from __future__ import annotations
