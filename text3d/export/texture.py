@@ -153,7 +153,7 @@ def bake_texture(
     albedo_fn: AlbedoFn,
     size: int = 1024,
     device: torch.device | str = "cpu",
-    dilate_texels: int = 3,
+    dilate_texels: int = 2,
     chunk: int = 1 << 18,
 ) -> BakedTexture:
     """Bake ``albedo_fn`` into a ``size`` square texture over ``uvmesh``'s UVs.
