@@ -384,6 +384,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_accelerate_two_cpu_processes_shard_without_duplicates_or_gaps(tmp_path, config_yaml):
     """Acceptance (c): two accelerate processes on CPU split 8 prompts with no duplicates and no gaps.
 
@@ -424,6 +425,7 @@ def test_accelerate_two_cpu_processes_shard_without_duplicates_or_gaps(tmp_path,
     assert len({a["invocation"] for k in folders for a in _read(out / k / "batch.json")["attempts"]}) == 1
 
 
+@pytest.mark.slow
 def test_sigkill_mid_batch_then_rerun_finishes_the_rest(tmp_path, config_yaml):
     """Acceptance (d): a batch killed with SIGKILL, re-run, finishes without redoing finished prompts."""
     pfile = _write_lines(
