@@ -248,17 +248,15 @@ def test_api_generate_returns_a_glb_that_trimesh_loads(web):
     from gradio_client import Client
 
     client = Client(web.url, verbose=False)
-    status, preview, video, model_3d, downloads, gallery = client.predict(
+    status, preview, video, glb, downloads, gallery = client.predict(
         prompt="a red apple", api_name="/generate"
     )
     assert status.startswith("**Done**"), status
     assert Path(preview).is_file()
     assert Path(video["video"] if isinstance(video, dict) else video).is_file()
     assert any(g["caption"] == "a red apple" for g in gallery)
-    assert model_3d is not None, (
-        "no GLB came back: the run produced no mesh/*.glb (is the exporter wired in?)"
-    )
-    _assert_glb(model_3d)
+    assert glb is not None, "no GLB came back: the run produced no mesh/*.glb (is the exporter wired in?)"
+    _assert_glb(glb)
     names = [Path(d).name for d in downloads or []]
     assert any(n.endswith(".glb") for n in names), names
     zips = [d for d in downloads if d.endswith("-obj.zip")]

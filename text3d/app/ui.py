@@ -5,8 +5,12 @@ No generation logic lives here: a job is the same :func:`text3d.pipeline.generat
 words, config rules and file lookups come from ``status.py``, ``form.py`` and ``runs.py``.
 
 API (``gradio_client``): ``/generate`` takes the form's fields by name (only ``prompt`` is required) and returns
-``(status, preview, video, model_3d, downloads, past_runs)`` with file paths; ``/cancel`` stops the caller's own
-jobs; ``/list_runs`` returns the gallery of past runs.
+``(status, preview, video, glb, downloads, past_runs)`` with file paths; ``/cancel`` stops the caller's own jobs;
+``/list_runs`` returns the gallery of past runs.
+
+The 3D viewer is filled by a one-shot event chained after ``/generate``, not by the generator itself: Gradio 6.31's
+``Model3D`` never draws a model that a streaming event sets, because the final message re-sends the same value
+and cancels the viewer's pending load (seen in chromium: no ``<canvas>``; a plain event draws it).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ PREVIEW_EVERY_S = 3.0
 CSS = """
 #status { min-height: 3.2em; }
 #status p { margin: 0.2em 0; }
+#preview img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }
 footer { display: none !important; }
 """
 
@@ -137,7 +142,7 @@ class WebApp:
         return files or None
 
     def _result_outputs(self, view: RunView | None, preview: Path | None) -> tuple:
-        """``(preview, video, model_3d, downloads)`` for a finished (or past) run."""
+        """``(preview, video, glb, downloads)`` for a finished (or past) run."""
         if view is None:
             return (str(preview) if preview else None), None, None, None
         video = view.video
@@ -396,6 +401,7 @@ class WebApp:
                             elem_id="video",
                             height=300,
                         )
+                        model_file = gr.File(label="GLB", visible=False, interactive=False)
                         model_3d = gr.Model3D(
                             label="3D model (drag to orbit)",
                             clear_color=(0.95, 0.95, 0.97, 1.0),
@@ -415,6 +421,7 @@ class WebApp:
                     columns=4,
                     height=320,
                     allow_preview=False,
+                    object_fit="contain",
                     elem_id="gallery",
                 )
                 refresh_btn = gr.Button("Refresh", size="sm")
@@ -439,14 +446,23 @@ class WebApp:
                 weighting,
             ]
             result_outputs = [status, preview_img, video, model_3d, downloads]
-            gr.on(
+            started = gr.on(
                 triggers=[run_btn.click, prompt.submit],
-                fn=self._generate_fn(),
+                fn=None,
+                js="() => null",  # empty the viewer in the browser at once; the new model replaces it at the end
+                outputs=[model_3d],
+                queue=False,
+            )
+            finished = started.then(
+                self._generate_fn(),
                 inputs=[prompt, negative, preset, seed, *knob_components],
-                outputs=[*result_outputs, gallery, run_dirs],
+                outputs=[status, preview_img, video, model_file, downloads, gallery, run_dirs],
                 api_name="generate",
                 concurrency_limit=None,  # waiting handlers are cheap; the JobRunner serialises the work
                 show_progress="hidden",
+            )
+            finished.success(
+                _show_model, model_file, model_3d, api_visibility="private", show_progress="hidden"
             )
             cancel_btn.click(
                 self._cancel_fn(), None, status, api_name="cancel", queue=False, show_progress="hidden"
@@ -469,6 +485,11 @@ class WebApp:
             refresh_btn.click(list_runs, None, [gallery, run_dirs], api_name="list_runs")
             blocks.load(list_runs, None, [gallery, run_dirs], api_visibility="private")
         return blocks
+
+
+def _show_model(glb: str | None) -> str | None:
+    """Put the finished run's GLB in the 3D viewer (a one-shot event; see the module docstring for why)."""
+    return glb
 
 
 def _owner(request: gr.Request | None) -> str:
