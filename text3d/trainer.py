@@ -26,7 +26,7 @@ from text3d.cameras import sample_cameras, turntable_cameras
 from text3d.errors import Cancelled
 from text3d.guidance.prompts import TextEmbeddings
 from text3d.guidance.stable_diffusion import StableDiffusionGuidance
-from text3d.io import atomic_path, write_bytes
+from text3d.io import atomic_path, write_bytes, write_text
 from text3d.profiling import SectionTimer, section
 from text3d.render.shading import ShadingMode, ShadingParams, sample_shading
 from text3d.stages.base import Stage
@@ -239,7 +239,23 @@ class Trainer:
         """Load this stage's checkpoint if there is one; returns the step to continue from."""
         if self.ckpt_path.exists():
             self.step = load_checkpoint(self.ckpt_path, self.stage, self.optimizer)
+            self._drop_metrics_after(self.step)
         return self.step
+
+    def _drop_metrics_after(self, step: int) -> None:
+        """Forget metric lines this stage logged after its checkpoint: they will be logged again on the way."""
+        path = self.run_dir / "metrics.jsonl"
+        if not path.exists():
+            return
+        kept = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:  # a line torn by a kill
+                continue
+            if rec.get("stage") != self.stage.name or rec.get("step", 0) <= step:
+                kept.append(line)
+        write_text(path, "".join(f"{line}\n" for line in kept))
 
     def checkpoint(self) -> Path:
         return save_checkpoint(

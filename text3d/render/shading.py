@@ -54,11 +54,13 @@ def sample_shading(
         return ShadingParams(ShadingMode.ALBEDO, None, cfg.ambient, cfg.diffuse)
     u = torch.rand(2, generator=generator).tolist()
     b = len(cameras)
-    cam_dir = F.normalize(cameras.positions.cpu(), dim=-1)
-    light_dir = F.normalize(cam_dir + cfg.light_perturb * torch.randn(b, 3, generator=generator), dim=-1)
+    # Random numbers come from the CPU stream (so they are the same on any device); the light positions are
+    # built on the cameras' device without copying anything back to the host.
+    jitter = torch.randn(b, 3, generator=generator).to(cameras.device)
     lo, hi = cfg.light_distance_range
-    dist = lo + (hi - lo) * torch.rand(b, 1, generator=generator)
-    lights = (light_dir * dist).to(cameras.device)
+    dist = (lo + (hi - lo) * torch.rand(b, 1, generator=generator)).to(cameras.device)
+    cam_dir = F.normalize(cameras.positions, dim=-1)
+    lights = F.normalize(cam_dir + cfg.light_perturb * jitter, dim=-1) * dist
     if u[0] < cfg.albedo_prob:
         return ShadingParams(ShadingMode.ALBEDO, None, cfg.ambient, cfg.diffuse)
     mode = ShadingMode.TEXTURELESS if u[1] < cfg.textureless_prob else ShadingMode.LAMBERTIAN
