@@ -99,7 +99,9 @@ def unwrap(
         piece_verts.append(used)
         piece_faces.append(sel)
     chart = xatlas.ChartOptions()
-    chart.max_chart_area = float(area) / max(1, min(max_charts, faces.shape[0] // 16))
+    # Small textures cannot afford many charts: each one costs a padding border.
+    fit = int((texture_size / (8 * max(1, padding))) ** 2)
+    chart.max_chart_area = float(area) / max(1, min(max_charts, faces.shape[0] // 16, fit))
     pack = xatlas.PackOptions()
     pack.resolution = int(texture_size)
     pack.padding = int(padding)
