@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from text3d.errors import ConfigError
+from text3d.export.exporter import ExportConfig
 from text3d.guidance.stable_diffusion import ModelConfig
 from text3d.stages.coarse import CoarseStageConfig
 from text3d.trainer import TrainerConfig
@@ -39,6 +40,8 @@ class GenerateConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     coarse: CoarseStageConfig = field(default_factory=CoarseStageConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    """Meshes written at the end of ``generate`` (and the defaults of ``text3d export``)."""
 
 
 ALIASES: dict[str, tuple[str, ...]] = {
