@@ -83,6 +83,7 @@ def test_form_applies_preset_then_form_values_and_rejects_empty_prompts(tiny_mod
     assert cfg.model.model_id == str(tiny_model_dir)  # what the form cannot set comes from the base
 
     assert 0 <= config_from_form(base, FormValues(prompt="x", seed=-1)).seed < 2**31
+    assert config_from_form(base, FormValues(prompt="x", texture_size=256)).export.texture_size == 256
     with pytest.raises(PromptError):
         config_from_form(base, FormValues(prompt="   "))
     with pytest.raises(ConfigError):

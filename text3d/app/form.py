@@ -41,6 +41,8 @@ class FormValues:
     perp_neg: bool | None = None
     view_dependent: bool | None = None
     weighting: str | None = None
+    texture_size: int | None = None
+    """Exported texture edge in pixels; ignored when the config has no exporter."""
 
 
 def has_path(cfg: Any, dotted: str) -> bool:
@@ -82,6 +84,7 @@ def knob_paths(cfg: GenerateConfig) -> dict[str, tuple[str, ...]]:
         "perp_neg": alias_or("perp-neg", *_stage_paths(cfg, "sds.perp_neg")),
         "view_dependent": _stage_paths(cfg, "sds.view_dependent"),
         "weighting": _stage_paths(cfg, "sds.weighting"),
+        "texture_size": alias_or("texture-size", "export.texture_size"),
     }
     return {name: paths for name, paths in knobs.items() if paths}
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from text3d.app.form import FormValues, config_from_form, form_defaults, knob_paths
+from text3d.app.form import FormValues, config_from_form, form_defaults, has_path, knob_paths
 from text3d.app.jobs import JobRunner, JobSnapshot, JobStatus
 from text3d.app.runs import RunView, example_prompts, obj_zip, read_run, scan_runs
 from text3d.app.status import describe
@@ -81,6 +81,10 @@ class WebApp:
     ):
         if base_config.trainer.preview_every_s <= 0:
             base_config = apply_overrides(base_config, {"trainer.preview_every_s": PREVIEW_EVERY_S})
+        if has_path(base_config, "export.formats"):  # the viewer needs the GLB, the zip download the OBJ
+            formats = tuple(base_config.export.formats)
+            wanted = formats + tuple(f for f in ("glb", "obj") if f not in formats)
+            base_config = apply_overrides(base_config, {"export.formats": ",".join(wanted)})
         self.base = base_config
         self.preset = preset
         self.poll_s = poll_s
@@ -177,6 +181,7 @@ class WebApp:
             perp_neg: bool,
             view_dependent: bool,
             weighting: str,
+            texture_size: float,
             request: gr.Request,
         ) -> Iterator[tuple]:
             """Generate a 3D asset from a prompt; streams status and preview, ends with video, GLB and downloads."""
@@ -192,6 +197,7 @@ class WebApp:
                 perp_neg=perp_neg,
                 view_dependent=view_dependent,
                 weighting=weighting or None,
+                texture_size=None if texture_size is None else int(texture_size),
             )
             try:
                 cfg = config_from_form(app.base, values)
@@ -267,7 +273,8 @@ class WebApp:
 
         def apply_preset(preset: str) -> tuple:
             defaults = form_defaults(app.base, preset)
-            return tuple(getattr(defaults, name) for name in knob_names)
+            values = (getattr(defaults, name) for name in knob_names)
+            return tuple(gr.skip() if v is None else v for v in values)
 
         return apply_preset
 
@@ -365,6 +372,15 @@ class WebApp:
                             label="SDS weighting w(t)",
                             visible="weighting" in offered,
                         )
+                        texture_size = gr.Number(
+                            value=defaults.texture_size or 1024,
+                            label="Texture size (px)",
+                            precision=0,
+                            minimum=16,
+                            maximum=8192,
+                            info="of the exported GLB/OBJ",
+                            visible="texture_size" in offered,
+                        )
                     with gr.Row():
                         run_btn = gr.Button("Generate", variant="primary", elem_id="generate")
                         cancel_btn = gr.Button("Cancel", variant="stop", elem_id="cancel")
@@ -435,6 +451,7 @@ class WebApp:
                 "perp_neg",
                 "view_dependent",
                 "weighting",
+                "texture_size",
             ]
             knob_components = [
                 steps,
@@ -444,6 +461,7 @@ class WebApp:
                 perp_neg,
                 view_dependent,
                 weighting,
+                texture_size,
             ]
             result_outputs = [status, preview_img, video, model_3d, downloads]
             started = gr.on(
