@@ -165,6 +165,46 @@ def test_runner_queues_one_at_a_time_cancels_and_loads_the_model_once(tiny_model
         runner.close()
 
 
+def test_runner_reports_a_failed_model_load_and_retries_it_on_the_next_job(tiny_model_dir, tmp_path):
+    from text3d.errors import ModelLoadError
+    from text3d.pipeline import load_guidance
+
+    base = _tiny_config(tiny_model_dir, tmp_path / "out", prompt="a mug")
+    attempts = []
+
+    def flaky_loader():
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise ModelLoadError("could not load Stable Diffusion model 'x': offline")
+        return load_guidance(base)
+
+    runner = JobRunner(loader=flaky_loader)
+    try:
+        failed = runner.wait_done(runner.submit(base).id, timeout=60)
+        assert failed.status is JobStatus.FAILED and "could not load" in failed.error
+        assert failed.run_dir is None and not (tmp_path / "out").exists()  # nothing half-made on disk
+        ok = runner.wait_done(runner.submit(base).id, timeout=120)
+        assert ok.status is JobStatus.COMPLETED, ok.error
+        assert len(attempts) == 2 and runner.loads == 2
+    finally:
+        runner.close()
+
+
+def test_app_py_serves_locally_privately_and_without_analytics(monkeypatch):
+    import importlib.util
+
+    monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "True")
+    spec = importlib.util.spec_from_file_location("text3d_app_main", REPO / "app.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert os.environ["GRADIO_ANALYTICS_ENABLED"] == "False"
+    args = module.parse_args([])
+    assert (args.host, args.port, args.share, args.model) == ("127.0.0.1", 7860, False, None)
+    args = module.parse_args(["--host", "0.0.0.0", "--port", "9000", "--model", "/m", "--share"])
+    assert (args.host, args.port, args.share, args.model) == ("0.0.0.0", 9000, True, "/m")
+    assert module.main(["--preset", "turbo"]) == 2  # a user error, reported before anything loads
+
+
 # ---------------------------------------------------------------------------------------------- past runs, files
 def _fake_run(
     out: Path, name: str, prompt: str, created: str, status: str = "completed", preview=True
