@@ -22,6 +22,7 @@ from text3d.errors import ConfigError
 from text3d.export.exporter import ExportConfig
 from text3d.guidance.stable_diffusion import ModelConfig
 from text3d.stages.coarse import CoarseStageConfig
+from text3d.stages.refine import RefineStageConfig
 from text3d.trainer import TrainerConfig
 
 
@@ -39,6 +40,8 @@ class GenerateConfig:
     """Deterministic kernels on GPU too (always on for CPU runs, where they make resume bit-exact)."""
     model: ModelConfig = field(default_factory=ModelConfig)
     coarse: CoarseStageConfig = field(default_factory=CoarseStageConfig)
+    refine: RefineStageConfig = field(default_factory=RefineStageConfig)
+    """The DMTet fine stage, initialised from the coarse one; ``refine.steps = 0`` skips it."""
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     """Meshes written at the end of ``generate`` (and the defaults of ``text3d export``)."""
@@ -52,14 +55,17 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "device": ("device",),
     "coarse-steps": ("coarse.steps",),
     "coarse-res": ("coarse.resolution",),
-    "guidance-scale": ("coarse.sds.guidance_scale",),
-    "perp-neg": ("coarse.sds.perp_neg",),
+    "refine-steps": ("refine.steps",),
+    "refine-res": ("refine.resolution",),
+    "tet-res": ("refine.dmtet.resolution",),
+    "guidance-scale": ("coarse.sds.guidance_scale", "refine.sds.guidance_scale"),
+    "perp-neg": ("coarse.sds.perp_neg", "refine.sds.perp_neg"),
 }
 """Short names used by CLI flags and prompt-file overrides, mapped to the config fields they set."""
 
 PRESETS: dict[str, dict[str, str]] = {
     "quality": {},
-    "fast": {"coarse.steps": "2500"},
+    "fast": {"coarse.steps": "2500", "refine.steps": "1500"},
 }
 """Named override sets; ``quality`` is the anchors' defaults."""
 
