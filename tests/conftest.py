@@ -37,6 +37,10 @@ TINY_OVERRIDES = {
     "trainer.checkpoint_every": "4",
     "trainer.video_frames": "4",
     "trainer.progress_bar": "false",
+    "export.grid_resolution": "32",
+    "export.texture_size": "64",
+    "export.threshold_views": "4",
+    "export.threshold_resolution": "16",
     "device": "cpu",
 }
 

@@ -126,6 +126,34 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def export_config_from_args(args: argparse.Namespace):
+    """The run's saved ``export`` settings <- ``--set`` <- explicit flags."""
+    from text3d.config import apply_overrides
+    from text3d.pipeline import load_run_config
+
+    cfg = load_run_config(args.run_dir).export
+    sets = {k.removeprefix("export."): v for k, v in _parse_set(args.set).items()}
+    flags = {
+        "formats": args.format,
+        "texture_size": args.texture_size,
+        "target_faces": args.faces,
+        "threshold": args.threshold,
+        "size": args.size,
+        "center": args.center,
+        "grid_resolution": args.grid_resolution,
+    }
+    return apply_overrides(cfg, {**sets, **{k: v for k, v in flags.items() if v is not None}})
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from text3d.pipeline import export_run
+
+    result = export_run(args.run_dir, export_config_from_args(args), device=args.device)
+    for mesh in result.meshes:
+        print(f"mesh: {mesh}")
+    return 0
+
+
 def cmd_random_model(args: argparse.Namespace) -> int:
     from text3d.guidance.random_models import save_random_sd
 
@@ -166,6 +194,36 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", default="bench/results", help="folder for <date>-<device>.json")
     bench.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="run-config overrides")
     bench.set_defaults(func=cmd_bench)
+
+    exp = sub.add_parser(
+        "export",
+        help="write textured meshes (GLB, OBJ+MTL+PNG, PLY) of a run into RUN_DIR/mesh/",
+        description="Meshes are Y-up with the front (the azimuth-0 view) facing +Z, in metres, centred, and "
+        "scaled so the largest side is --size metres. Defaults come from the run's config.yaml (export section).",
+    )
+    exp.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run folder made by text3d generate")
+    exp.add_argument("--format", metavar="LIST", help="comma-separated: glb, obj, ply (default glb,obj)")
+    exp.add_argument("--texture-size", type=int, metavar="PX", help="texture side in pixels (default 1024)")
+    exp.add_argument("--faces", type=int, metavar="N", help="decimate to about N triangles; 0 keeps all")
+    exp.add_argument(
+        "--threshold",
+        metavar="auto|DENSITY",
+        help="coarse-only runs: isosurface density level (default auto)",
+    )
+    exp.add_argument(
+        "--size", type=float, metavar="M", help="largest side in metres (default 1; 0 = field units)"
+    )
+    exp.add_argument("--center", choices=("center", "ground", "none"), help="placement (default center)")
+    exp.add_argument("--grid-resolution", type=int, metavar="N", help="coarse-only runs: marching-tets grid")
+    exp.add_argument("--device", help="where to evaluate the fields (default: the run's device setting)")
+    exp.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any export setting, e.g. --set uv_padding=8",
+    )
+    exp.set_defaults(func=cmd_export)
 
     rnd = sub.add_parser(
         "random-model", help="write a random-weight SD model (tests, speed work; no download)"

@@ -9,6 +9,7 @@ A run folder is self-describing::
         checkpoints/         <stage>.safetensors (parameters, Adam state, RNG state, step)
         previews/            <stage>-<step>.png and latest.png
         video/               <stage>-turntable.mp4 (or .gif)
+        mesh/                <run folder name>.glb, .obj + .mtl + _albedo.png, .ply (see text3d.export)
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as _dt
+import json
+import logging
 import os
 import platform
 import re
@@ -26,7 +29,8 @@ from pathlib import Path
 import torch
 
 from text3d.config import GenerateConfig, load_config, save_config
-from text3d.errors import Cancelled, PromptError, RunDirError
+from text3d.errors import Cancelled, ExportError, PromptError, RunDirError
+from text3d.export.exporter import ExportConfig, export_stage, validate_config
 from text3d.export.video import turntable_frames, write_video
 from text3d.guidance.stable_diffusion import StableDiffusionGuidance, resolve_dtype
 from text3d.io import write_json
@@ -35,6 +39,9 @@ from text3d.stages.coarse import CoarseStage
 from text3d.trainer import Callback, Trainer, auto_size, read_checkpoint_meta
 
 _SLUG_MAX = 48
+MESH_DIR = "mesh"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -222,12 +229,129 @@ def _run_stages(cfg, device, guidance, text, run_dir, record, result, callback) 
             record.data["outputs"]["video"] = str(result.video.relative_to(run_dir))
             record.update()
             previous = stage
+        if previous is not None and cfg.export.enabled:
+            _export_after_training(previous, cfg.export, run_dir, record, result)
     except Cancelled:
         record.update(status="cancelled")
         raise
     except BaseException as err:
         record.update(status="failed", error=f"{type(err).__name__}: {err}")
         raise
+
+
+def _export_after_training(
+    stage: Stage, cfg: ExportConfig, run_dir: Path, record: RunRecord, result: RunResult
+) -> None:
+    """Export the final stage into ``<run>/mesh/``. An :class:`ExportError` (e.g. nothing visible to export) does
+    not fail a run whose training completed: it is logged and kept in ``run.json``, and ``text3d export`` can be
+    run again with other settings."""
+    try:
+        extras = _asset_extras(record.data)
+        exported = export_stage(stage, run_dir / MESH_DIR, run_dir.name, cfg, extras=extras)
+    except ExportError as err:
+        log.warning("mesh export failed: %s (retry with: text3d export %s --threshold ...)", err, run_dir)
+        record.update(export={"error": str(err)})
+        return
+    result.meshes = _mesh_files(exported.files)
+    record.data["outputs"]["meshes"] = [str(p.relative_to(run_dir)) for p in result.meshes]
+    record.update(export=_export_summary(exported))
+
+
+def _asset_extras(run: dict) -> dict:
+    return {k: run.get(k) for k in ("prompt", "negative_prompt", "seed", "model")}
+
+
+def _mesh_files(files: list[Path]) -> list[Path]:
+    """The files a user opens (GLB, OBJ, PLY), without the OBJ's companions."""
+    return [p for p in files if p.suffix.lower() in (".glb", ".obj", ".ply")]
+
+
+def _export_summary(exported) -> dict:
+    return {
+        "error": None,
+        "vertices": exported.n_vertices,
+        "faces": exported.n_faces,
+        "threshold": exported.threshold,
+        "threshold_iou": exported.threshold_iou,
+        "scale": exported.placement.scale,
+        "offset": list(exported.placement.offset),
+        "seconds": {k: round(v, 3) for k, v in exported.seconds.items()},
+    }
+
+
+def _load_weights(stage: Stage, path: Path) -> None:
+    """Parameters and buffers of ``stage`` from its checkpoint (no optimizer or RNG state: nothing trains)."""
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(path), device="cpu")
+    stage.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
+
+
+def load_trained_stage(run_dir: str | Path, device: str | torch.device | None = None) -> Stage:
+    """The last stage of a run that has a checkpoint, with its trained weights, on ``device`` (default: the
+    run's device setting). Earlier stages are rebuilt and loaded too, so a stage initialised from its predecessor
+    (``init_from``) is constructed exactly as in training.
+
+    Raises:
+        RunDirError: not a run folder, or no stage has a checkpoint yet.
+    """
+    run_dir = Path(run_dir)
+    cfg = load_run_config(run_dir)
+    device = resolve_device(cfg.device) if device is None else torch.device(device)
+    torch.manual_seed(cfg.seed)
+    stages = build_stages(cfg)
+    trained: Stage | None = None
+    previous: Stage | None = None
+    for stage in stages:
+        ckpt = run_dir / "checkpoints" / f"{stage.name}.safetensors"
+        if not ckpt.is_file():
+            break
+        if previous is not None and hasattr(stage, "init_from"):
+            stage.init_from(previous)
+        _load_weights(stage, ckpt)
+        trained = previous = stage
+    if trained is None:
+        raise RunDirError(
+            f"{run_dir} has no trained stage yet (no checkpoints/*.safetensors); nothing to export"
+        )
+    return trained.to(device).eval()
+
+
+def export_run(
+    run_dir: str | Path, cfg: ExportConfig | None = None, device: str | torch.device | None = None
+) -> RunResult:
+    """Export the meshes of a run folder into ``<run>/mesh/`` (what ``text3d export`` does).
+
+    Args:
+        cfg: export settings; default: the ``export`` section of the run's ``config.yaml``.
+        device: where to evaluate the fields; default: the run's device setting.
+
+    Returns:
+        The run with ``meshes`` set (GLB / OBJ / PLY paths); ``run.json`` lists them under ``outputs.meshes``.
+
+    Raises:
+        RunDirError: not a run folder or nothing trained yet. ExportError: nothing to export (empty surface) or a
+        bad setting; no files are left behind.
+    """
+    run_dir = Path(run_dir)
+    run_cfg = load_run_config(run_dir)
+    cfg = cfg or run_cfg.export
+    validate_config(cfg)
+    stage = load_trained_stage(run_dir, device)
+    run_json = run_dir / "run.json"
+    try:
+        run = json.loads(run_json.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        run = {}
+    extras = _asset_extras(run) if run else {"prompt": run_cfg.prompt, "seed": run_cfg.seed}
+    exported = export_stage(stage, run_dir / MESH_DIR, run_dir.name, cfg, extras=extras)
+    meshes = _mesh_files(exported.files)
+    if run:
+        outputs = run.setdefault("outputs", {})
+        outputs["meshes"] = [str(p.relative_to(run_dir)) for p in meshes]
+        run["export"] = _export_summary(exported)
+        write_json(run_json, run)
+    return RunResult(run_dir=run_dir, status=str(run.get("status", "completed")), meshes=meshes)
 
 
 def load_run_config(run_dir: str | Path) -> GenerateConfig:

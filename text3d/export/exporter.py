@@ -128,7 +128,8 @@ def asset_name(name: str) -> str:
     return clean or "asset"
 
 
-def _check(cfg: ExportConfig) -> None:
+def validate_config(cfg: ExportConfig) -> None:
+    """Raise :class:`ExportError` for a setting that cannot work, before any expensive step."""
     if cfg.texture_size < 16 or cfg.texture_size > 16384:
         raise ExportError(f"export.texture_size must be between 16 and 16384, got {cfg.texture_size}")
     if isinstance(cfg.threshold, str) and cfg.threshold != "auto":
@@ -161,7 +162,7 @@ def export_mesh(
     Raises:
         ExportError: empty or degenerate geometry, a bad setting. No file is left behind.
     """
-    _check(cfg)
+    validate_config(cfg)
     formats = parse_formats(cfg.formats)
     name = asset_name(name)
     seconds: dict[str, float] = {}
@@ -247,7 +248,7 @@ def export_density(
     Raises:
         ExportError: the renders or the isosurface are empty (no files are written).
     """
-    _check(cfg)
+    validate_config(cfg)
     t0 = time.perf_counter()
     iou = None
     if cfg.threshold == "auto":
@@ -275,6 +276,25 @@ def export_density(
     result.threshold, result.threshold_iou = level, iou
     result.seconds = {"threshold": t_thr, "isosurface": t_iso, **result.seconds}
     return result
+
+
+def occupancy_masked(density_fn: DensityFn, occupancy) -> DensityFn:
+    """``density_fn`` evaluated only in occupied cells of the stage's occupancy grid, 0 elsewhere.
+
+    This is what the volume renderer does, so the ``auto`` threshold sees exactly the rendered opacity, and the
+    grid skips most of the scene box (the occupancy cut-off is far below any surface level).
+    """
+    if occupancy is None:
+        return density_fn
+
+    def masked(x: torch.Tensor) -> torch.Tensor:
+        keep = occupancy.query(x)
+        out = x.new_zeros(x.shape[0])
+        if bool(keep.any()):
+            out[keep] = density_fn(x[keep]).to(out.dtype)
+        return out
+
+    return masked
 
 
 def export_stage(
@@ -305,7 +325,7 @@ def export_stage(
             fld = stage.field
             cameras = threshold_cameras(stage.cfg.cameras, cfg.threshold_views, device)
             return export_density(
-                fld.density,
+                occupancy_masked(fld.density, getattr(stage, "occupancy", None)),
                 fld.albedo,
                 fld.cfg.bound,
                 out_dir,
