@@ -90,8 +90,12 @@ def test_form_applies_preset_then_form_values_and_rejects_empty_prompts(tiny_mod
         config_from_form(base, FormValues(prompt="x", preset="turbo"))
     with pytest.raises(ConfigError):
         config_from_form(base, FormValues(prompt="x", weighting="nope"))
-    # the refine box exists only when the config has a fine stage
-    assert ("refine_steps" in knob_paths(base)) == hasattr(base, "fine")
+    both = config_from_form(
+        base, FormValues(prompt="x", guidance_scale=30, refine_steps=3, refine_resolution=24)
+    )
+    assert (both.coarse.sds.guidance_scale, both.refine.sds.guidance_scale) == (30.0, 30.0)  # the CLI alias
+    assert (both.refine.steps, both.refine.resolution) == (3, 24)
+    assert {"refine_steps", "refine_resolution", "texture_size"} <= set(knob_paths(base))
 
 
 def test_status_text_names_position_progress_and_outcome(tmp_path):
@@ -106,9 +110,20 @@ def test_status_text_names_position_progress_and_outcome(tmp_path):
         "x",
         progress=Progress("coarse", 120, 10000, 0.5, 20.0, 200.0),
         run_dir=tmp_path,
+        stages=("coarse", "refine"),
     )
     text = describe(running)
-    assert "coarse" in text and "120 / 10000" in text and "loss 0.5" in text and "ETA 3 min 20 s" in text
+    assert "coarse (1 of 2) · step 120 / 10000" in text and "loss 0.5" in text and "ETA 3 min 20 s" in text
+    finishing = JobSnapshot(
+        "a",
+        JobStatus.RUNNING,
+        "x",
+        progress=Progress("refine", 5, 5, 0.1, 9.0, 0.0),
+        stages=("coarse", "refine"),
+    )
+    assert "refine (2 of 2)" in describe(finishing) and "exporting the mesh" in describe(finishing)
+    done = JobSnapshot("a", JobStatus.COMPLETED, "x", started_at=1.0, finished_at=3.0)
+    assert "no mesh**: nothing visible" in describe(done, export_error="nothing visible")
     cancelled = JobSnapshot(
         "a", JobStatus.CANCELLED, "x", progress=running.progress, run_dir=tmp_path, cancel_requested=True
     )
@@ -380,7 +395,7 @@ def test_browser_generate_shows_progress_then_the_3d_viewer(page, web):
     """(b) type, click Generate, see live progress, then the result in the 3D viewer; screenshot it."""
     _start(page, "a small wooden chair", steps=40)
     page.wait_for_function(
-        "() => /Running · stage \\w+ · step \\d+ \\/ 40/.test(document.querySelector('#status').innerText)"
+        "() => /Running · stage coarse[^·]* · step \\d+ \\/ 40/.test(document.querySelector('#status').innerText)"
     )
     page.locator("#preview img").wait_for(state="visible")
     page.wait_for_function(

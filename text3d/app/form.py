@@ -2,7 +2,7 @@
 
 Precedence is the CLI's: the app's base config <- the chosen preset <- the values in the form. The form shows
 the preset's numbers when the preset changes, so what the user sees is what runs. A knob is offered only when
-the config has the field it sets (the refine-steps box appears once the config has a ``fine`` stage), and every
+the config has the field it sets (the refine-steps box appears once the config has a ``refine`` stage), and every
 knob is set through :func:`text3d.config.apply_overrides`, with the CLI's short names where one exists, so the
 app can never accept a setting the CLI would reject.
 """
@@ -18,7 +18,7 @@ from text3d.config import ALIASES, PRESETS, GenerateConfig, apply_overrides
 from text3d.errors import ConfigError, PromptError
 from text3d.guidance.stable_diffusion import WEIGHTINGS
 
-STAGES = ("coarse", "fine")
+STAGES = ("coarse", "refine")
 """Stage sub-configs a knob may reach, in run order; those missing from the config are skipped."""
 
 
@@ -37,7 +37,9 @@ class FormValues:
     resolution: int | None = None
     """Coarse stage render size in pixels."""
     refine_steps: int | None = None
-    """Fine (mesh) stage steps; ignored when the config has no fine stage."""
+    """Refine (DMTet mesh) stage steps; ignored when the config has no refine stage."""
+    refine_resolution: int | None = None
+    """Refine stage render size in pixels."""
     perp_neg: bool | None = None
     view_dependent: bool | None = None
     weighting: str | None = None
@@ -80,7 +82,8 @@ def knob_paths(cfg: GenerateConfig) -> dict[str, tuple[str, ...]]:
         "steps": alias_or("coarse-steps", "coarse.steps"),
         "guidance_scale": alias_or("guidance-scale", *_stage_paths(cfg, "sds.guidance_scale")),
         "resolution": alias_or("coarse-res", "coarse.resolution"),
-        "refine_steps": alias_or("fine-steps", "fine.steps"),
+        "refine_steps": alias_or("refine-steps", "refine.steps"),
+        "refine_resolution": alias_or("refine-res", "refine.resolution"),
         "perp_neg": alias_or("perp-neg", *_stage_paths(cfg, "sds.perp_neg")),
         "view_dependent": _stage_paths(cfg, "sds.view_dependent"),
         "weighting": _stage_paths(cfg, "sds.weighting"),

@@ -71,6 +71,8 @@ class JobSnapshot:
     started_at: float | None = None
     finished_at: float | None = None
     cancel_requested: bool = False
+    stages: tuple[str, ...] = ()
+    """The training stages this job runs, in order (for "stage 2 of 2")."""
 
     @property
     def done(self) -> bool:
@@ -87,6 +89,14 @@ class _Job:
 
 
 GuidanceLoader = Callable[[], object]
+
+STAGE_NAMES = ("coarse", "refine")
+"""The config sections of the training stages, in run order (as :func:`text3d.pipeline.build_stages` builds them)."""
+
+
+def planned_stages(cfg: GenerateConfig) -> tuple[str, ...]:
+    """Names of the stages ``cfg`` will train (a stage with 0 steps is skipped), without building them."""
+    return tuple(name for name in STAGE_NAMES if getattr(getattr(cfg, name, None), "steps", 0) > 0)
 
 
 class JobRunner:
@@ -146,7 +156,9 @@ class JobRunner:
                     f"{len(self._queue)} jobs are already waiting; try again when the queue is shorter"
                 )
             job_id = uuid.uuid4().hex[:12]
-            snap = JobSnapshot(job_id, JobStatus.QUEUED, cfg.prompt, submitted_at=time.time())
+            snap = JobSnapshot(
+                job_id, JobStatus.QUEUED, cfg.prompt, submitted_at=time.time(), stages=planned_stages(cfg)
+            )
             job = _Job(job_id, cfg, owner, snap)
             self._jobs[job_id] = job
             self._queue.append(job)

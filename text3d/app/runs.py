@@ -30,6 +30,8 @@ class RunView:
     video: Path | None = None
     glb: Path | None = None
     obj: Path | None = None
+    export_error: str | None = None
+    """Why the mesh export failed, when it did (the run itself still completed)."""
 
     @property
     def caption(self) -> str:
@@ -78,6 +80,7 @@ def read_run(run_dir: str | Path, meshes: list[Path] | None = None) -> RunView |
         video = max(videos, key=lambda p: p.stat().st_mtime, default=None)
     preview = run_dir / "previews" / "latest.png"
     found = _mesh_candidates(run_dir, data, list(meshes or []))
+    export = data.get("export") if isinstance(data.get("export"), dict) else {}
     return RunView(
         run_dir=run_dir,
         prompt=str(data.get("prompt", "")),
@@ -87,6 +90,7 @@ def read_run(run_dir: str | Path, meshes: list[Path] | None = None) -> RunView |
         video=video,
         glb=_first(found, ".glb"),
         obj=_first(found, ".obj"),
+        export_error=str(export["error"]) if export.get("error") else None,
     )
 
 

@@ -20,7 +20,7 @@ def format_duration(seconds: float | None) -> str:
     return f"{s // 3600} h {s % 3600 // 60:02d} min"
 
 
-def describe(snap: JobSnapshot) -> str:
+def describe(snap: JobSnapshot, export_error: str | None = None) -> str:
     """What the job is doing now, e.g. ``**Running** · coarse · step 120 / 10000 · loss 0.123 · ETA 3 min 20 s``."""
     p = snap.progress
     where = f" · run folder `{snap.run_dir}`" if snap.run_dir is not None else ""
@@ -38,14 +38,22 @@ def describe(snap: JobSnapshot) -> str:
             return f"**Starting** · encoding the prompt and building the scene{where}"
         loss = f"{p.loss:.4g}" if p.loss is not None else "—"
         stopping = " · **cancelling…**" if snap.cancel_requested else ""
+        stage = p.stage
+        if p.stage in snap.stages and len(snap.stages) > 1:
+            stage = f"{p.stage} ({snap.stages.index(p.stage) + 1} of {len(snap.stages)})"
+        finishing = ""
+        if p.step >= p.total:  # the pipeline reports no steps while it renders the video and exports
+            last = not snap.stages or p.stage == snap.stages[-1]
+            finishing = " · rendering the turntable" + (" and exporting the mesh…" if last else "…")
         return (
-            f"**Running** · stage {p.stage} · step {p.step} / {p.total} · loss {loss} · "
-            f"ETA {format_duration(p.eta_s)} · elapsed {format_duration(p.elapsed_s)}{stopping}"
+            f"**Running** · stage {stage} · step {p.step} / {p.total} · loss {loss} · "
+            f"ETA {format_duration(p.eta_s)} · elapsed {format_duration(p.elapsed_s)}{finishing}{stopping}"
         )
     if snap.status is JobStatus.COMPLETED:
         took = (snap.finished_at or 0) - (snap.started_at or 0)
         steps = f" · {p.stage} {p.step} / {p.total}" if p is not None else ""
-        return f"**Done** in {format_duration(took)}{steps}{where}"
+        mesh = f" · **no mesh**: {export_error}" if export_error else ""
+        return f"**Done** in {format_duration(took)}{steps}{where}{mesh}"
     if snap.status is JobStatus.CANCELLED:
         if snap.run_dir is None:
             return "**Cancelled** before it started; nothing was written."

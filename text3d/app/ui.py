@@ -178,6 +178,7 @@ class WebApp:
             guidance_scale: float,
             resolution: float,
             refine_steps: float,
+            refine_resolution: float,
             perp_neg: bool,
             view_dependent: bool,
             weighting: str,
@@ -194,6 +195,7 @@ class WebApp:
                 guidance_scale=guidance_scale,
                 resolution=None if resolution is None else int(resolution),
                 refine_steps=None if refine_steps is None else int(refine_steps),
+                refine_resolution=None if refine_resolution is None else int(refine_resolution),
                 perp_neg=perp_neg,
                 view_dependent=view_dependent,
                 weighting=weighting or None,
@@ -227,7 +229,8 @@ class WebApp:
         if snap.run_dir is not None:
             view = read_run(snap.run_dir, snap.result.meshes if snap.result else None)
         gallery, run_dirs = self._gallery()
-        yield describe(snap), *self._result_outputs(view, snap.preview), gallery, run_dirs
+        status = describe(snap, export_error=view.export_error if view is not None else None)
+        yield status, *self._result_outputs(view, snap.preview), gallery, run_dirs
         if snap.status is JobStatus.FAILED:
             raise gr.Error(snap.error or "the run failed", title="The run failed")
 
@@ -337,10 +340,10 @@ class WebApp:
                     with gr.Accordion("Advanced", open=False, elem_id="advanced"):
                         resolution = gr.Number(
                             value=defaults.resolution,
-                            label="Render resolution (px)",
+                            label="NeRF resolution (px)",
                             precision=0,
                             minimum=8,
-                            info="coarse stage; 64 is the anchors' default",
+                            info="coarse stage renders; 64 is the anchors' default",
                             visible="resolution" in offered,
                         )
                         refine_steps = gr.Number(
@@ -348,8 +351,16 @@ class WebApp:
                             label="Refine steps",
                             precision=0,
                             minimum=0,
-                            info="mesh (fine) stage; 0 skips it",
+                            info="DMTet mesh stage; 0 skips it",
                             visible="refine_steps" in offered,
+                        )
+                        refine_resolution = gr.Number(
+                            value=defaults.refine_resolution or 512,
+                            label="Refine resolution (px)",
+                            precision=0,
+                            minimum=8,
+                            info="mesh stage renders",
+                            visible="refine_resolution" in offered,
                         )
                         with gr.Row():
                             perp_neg = gr.Checkbox(
@@ -435,9 +446,10 @@ class WebApp:
                 gallery = gr.Gallery(
                     label="Past runs (click one to load it)",
                     columns=4,
-                    height=320,
+                    height=260,
                     allow_preview=False,
                     object_fit="contain",
+                    fit_columns=False,
                     elem_id="gallery",
                 )
                 refresh_btn = gr.Button("Refresh", size="sm")
@@ -448,6 +460,7 @@ class WebApp:
                 "guidance_scale",
                 "resolution",
                 "refine_steps",
+                "refine_resolution",
                 "perp_neg",
                 "view_dependent",
                 "weighting",
@@ -458,6 +471,7 @@ class WebApp:
                 guidance_scale,
                 resolution,
                 refine_steps,
+                refine_resolution,
                 perp_neg,
                 view_dependent,
                 weighting,
