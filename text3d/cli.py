@@ -40,6 +40,10 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--coarse-steps", type=int, help="NeRF stage steps (default 10000)")
     p.add_argument("--coarse-res", type=int, help="NeRF render size in pixels (default 64)")
+    p.add_argument(
+        "--refine-steps", type=int, help="DMTet fine stage steps (default 5000; 0 skips the stage)"
+    )
+    p.add_argument("--refine-res", type=int, help="fine stage render size in pixels (default 512)")
     p.add_argument("--negative", help="negative prompt")
     p.add_argument("--guidance-scale", type=float, help="classifier-free guidance scale (default 100)")
     p.add_argument(
@@ -83,6 +87,8 @@ def config_from_args(args: argparse.Namespace, prompt: str | None):
         "seed": args.seed,
         "coarse-steps": args.coarse_steps,
         "coarse-res": args.coarse_res,
+        "refine-steps": args.refine_steps,
+        "refine-res": args.refine_res,
         "negative": args.negative,
         "guidance-scale": args.guidance_scale,
         "perp-neg": args.perp_neg,
@@ -102,6 +108,18 @@ def cmd_generate(args: argparse.Namespace) -> int:
     else:
         cfg = config_from_args(args, args.prompt)
         result = generate(cfg)
+    print(f"done: {result.run_dir}")
+    if result.video:
+        print(f"video: {result.video}")
+    for mesh in result.meshes:
+        print(f"mesh: {mesh}")
+    return 0
+
+
+def cmd_refine(args: argparse.Namespace) -> int:
+    from text3d.pipeline import refine
+
+    result = refine(args.run_dir, steps=args.refine_steps, resolution=args.refine_res, device=args.device)
     print(f"done: {result.run_dir}")
     if result.video:
         print(f"video: {result.video}")
@@ -178,6 +196,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume", type=Path, metavar="RUN_DIR", help="continue a run folder from its checkpoints"
     )
     gen.set_defaults(func=cmd_generate)
+
+    ref = sub.add_parser(
+        "refine", help="run (or continue) the DMTet fine stage on a run whose coarse stage finished"
+    )
+    ref.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run folder made by text3d generate")
+    ref.add_argument(
+        "--refine-steps", type=int, help="fine stage steps (default: the run's, or 5000 if it had none)"
+    )
+    ref.add_argument("--refine-res", type=int, help="fine stage render size in pixels (default: the run's)")
+    ref.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, mps")
+    ref.set_defaults(func=cmd_refine)
 
     from text3d.batch.command import add_batch_parser
 

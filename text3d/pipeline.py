@@ -29,13 +29,14 @@ from pathlib import Path
 import torch
 
 from text3d.config import GenerateConfig, load_config, save_config
-from text3d.errors import Cancelled, ExportError, PromptError, RunDirError
+from text3d.errors import Cancelled, ConfigError, ExportError, PromptError, RunDirError
 from text3d.export.exporter import ExportConfig, export_stage, validate_config
 from text3d.export.video import turntable_frames, write_video
 from text3d.guidance.stable_diffusion import StableDiffusionGuidance, resolve_dtype
 from text3d.io import write_json
 from text3d.stages.base import Stage
 from text3d.stages.coarse import CoarseStage
+from text3d.stages.refine import RefineStage
 from text3d.trainer import Callback, Trainer, auto_size, read_checkpoint_meta
 
 _SLUG_MAX = 48
@@ -158,6 +159,12 @@ def build_stages(cfg: GenerateConfig) -> list[Stage]:
     stages: list[Stage] = []
     if cfg.coarse.steps > 0:
         stages.append(CoarseStage(cfg.coarse))
+    if cfg.refine.steps > 0:
+        if cfg.coarse.steps <= 0:
+            raise ConfigError(
+                "the fine stage starts from the coarse NeRF; set coarse.steps > 0 or refine.steps = 0"
+            )
+        stages.append(RefineStage(cfg.refine, cfg.coarse.nerf, cfg.coarse.background))
     return stages
 
 
@@ -375,6 +382,43 @@ def resume(
     if overrides:
         cfg = dataclasses.replace(cfg, **overrides)
     return generate(cfg, guidance=guidance, callback=callback, run_dir=run_dir)
+
+
+def refine(
+    run_dir: str | Path,
+    steps: int | None = None,
+    resolution: int | None = None,
+    device: str | None = None,
+    guidance: StableDiffusionGuidance | None = None,
+    callback: Callback | None = None,
+) -> RunResult:
+    """Run (or continue) the fine stage in a run folder whose coarse stage has finished (``text3d refine``).
+
+    Args:
+        steps: fine-stage steps; default: the run's ``refine.steps``, or the stage default if the run had none.
+        resolution: fine-stage render size; default: the run's.
+        device: overrides the run's device setting.
+
+    Raises:
+        RunDirError: not a run folder, or its coarse stage has not finished (resume that first).
+    """
+    from text3d.config import apply_overrides
+    from text3d.stages.refine import RefineStageConfig
+
+    run_dir = Path(run_dir)
+    cfg = load_run_config(run_dir)
+    done = stage_progress(run_dir, "coarse")
+    if cfg.coarse.steps <= 0 or done < cfg.coarse.steps:
+        raise RunDirError(
+            f"the coarse stage of {run_dir} has not finished ({done}/{cfg.coarse.steps} steps); "
+            f"finish it first with: text3d generate --resume {run_dir}"
+        )
+    overrides = {"refine-steps": steps if steps is not None else cfg.refine.steps or RefineStageConfig().steps}
+    if resolution is not None:
+        overrides["refine-res"] = resolution
+    if device is not None:
+        overrides["device"] = device
+    return generate(apply_overrides(cfg, overrides), guidance=guidance, callback=callback, run_dir=run_dir)
 
 
 def stage_progress(run_dir: Path, stage_name: str) -> int:
