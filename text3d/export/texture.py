@@ -52,9 +52,15 @@ def _pieces(centroids: np.ndarray, n_pieces: int, seed: int = 0) -> np.ndarray:
     """Face labels of ``n_pieces`` spatially compact pieces (k-means on the face centroids)."""
     if n_pieces <= 1:
         return np.zeros(len(centroids), dtype=np.int64)
+    import warnings
+
     from scipy.cluster.vq import kmeans2
 
-    _, labels = kmeans2(centroids.astype(np.float64), n_pieces, minit="++", iter=5, seed=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter(
+            "ignore"
+        )  # "one of the clusters is empty": harmless, that piece is just skipped
+        _, labels = kmeans2(centroids.astype(np.float64), n_pieces, minit="++", iter=5, seed=seed)
     return labels.astype(np.int64)
 
 
