@@ -100,10 +100,8 @@ def test_generate_exports_meshes_at_the_end(make_config, tiny_guidance):
     assert record["outputs"]["meshes"] == [f"mesh/{name}.glb", f"mesh/{name}.obj"]
     summary = record["export"]
     assert summary["error"] is None and summary["faces"] > 0
-    if (result.run_dir / "checkpoints" / "refine.safetensors").is_file():
-        assert summary["threshold"] is None  # the fine stage's DMTet surface, not a density isosurface
-    else:
-        assert summary["threshold"] > 0  # coarse-only: the density isosurface
+    assert (result.run_dir / "checkpoints" / "refine.safetensors").is_file()
+    assert summary["threshold"] is None  # the fine stage's DMTet surface, not a density isosurface
 
     # Re-exporting the run gives the same surface: the fine stage is rebuilt from its checkpoint.
     from text3d.pipeline import export_run, load_run_config
