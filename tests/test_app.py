@@ -286,6 +286,19 @@ def web(tiny_model_dir, tmp_path_factory):
     app.close()
 
 
+@pytest.fixture(scope="module")
+def finished_run(web):
+    """A completed run in the app's output folder (made here unless an earlier test already made one)."""
+    done = [v for v in scan_runs(web.out_dir) if v.status == "completed"]
+    if not done:
+        snap = web.runner.wait_done(
+            web.runner.submit(apply_overrides(web.base, {"prompt": "a teapot"})).id, 120
+        )
+        assert snap.status is JobStatus.COMPLETED, snap.error
+        done = [read_run(snap.run_dir)]
+    return done[0]
+
+
 def _new_jobs(web, before: int) -> list:
     return web.runner.jobs()[before:]
 
@@ -353,6 +366,24 @@ def test_api_two_concurrent_jobs_both_complete_the_second_after_the_first(web):
     statuses = [o[0] for o in second.outputs()]
     assert any("**Queued** · position 1" in s for s in statuses), statuses
     assert web.runner.loads == 1  # every job so far reused the one model
+
+
+def test_gallery_of_past_runs_survives_an_app_restart(web, finished_run, tiny_model_dir):
+    """A second app over the same output folder (a restart) lists the runs the first one made."""
+    from gradio_client import Client
+
+    from text3d.app import build_app
+
+    made = {v.prompt for v in scan_runs(web.out_dir)}
+    assert finished_run.prompt in made
+    again = build_app(_tiny_config(tiny_model_dir, web.out_dir), prompts_dir=REPO / "prompts")
+    try:
+        again.launch(host="127.0.0.1", port=_free_port(), prevent_thread_lock=True, quiet=True)
+        gallery = Client(again.url, verbose=False).predict(api_name="/list_runs")
+        assert {g["caption"].split(" (")[0] for g in gallery} >= made
+        assert again.runner.loads == 0  # listing runs never loads the model
+    finally:
+        again.close()
 
 
 # ---------------------------------------------------------------------------------------------- real browser
@@ -453,3 +484,20 @@ def test_browser_empty_prompt_shows_an_error_and_starts_no_job(page, web):
     assert _new_jobs(web, before) == []
     assert sorted(web.out_dir.iterdir()) == folders
     assert "Running" not in _status(page)
+
+
+@pytest.mark.browser
+def test_browser_examples_fill_the_prompt_and_past_runs_load_into_the_viewer(finished_run, web, page):
+    examples = example_prompts(REPO / "prompts")
+    if examples:
+        first = next(iter(examples.values()))[0]
+        page.locator("#examples").get_by_text(first[:30]).first.click()  # long ones are shown cut short
+        page.wait_for_function(
+            "(p) => document.querySelector('#prompt textarea').value === p", arg=first, timeout=10_000
+        )
+    newest = scan_runs(web.out_dir)[0]
+    page.locator("#gallery img").first.click()
+    page.wait_for_function("() => document.querySelector('#status').innerText.includes('Past run')")
+    assert str(newest.run_dir) in _status(page)
+    if newest.glb is not None:
+        page.locator("#model3d canvas").wait_for(state="visible")
