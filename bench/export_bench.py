@@ -45,7 +45,10 @@ def main() -> None:
     verts, faces = bumpy_sphere(args.faces)
     field = NeRFField(NeRFFieldConfig()).to(device).eval()  # the real coarse-stage field size
     cfg = ExportConfig(
-        formats=tuple(args.formats.split(",")), texture_size=args.size, target_faces=0, min_component_fraction=0.0
+        formats=tuple(args.formats.split(",")),
+        texture_size=args.size,
+        target_faces=0,
+        min_component_fraction=0.0,
     )
     print(f"mesh: {verts.shape[0]} vertices, {faces.shape[0]} faces; texture {args.size}²; device {device}")
     with tempfile.TemporaryDirectory() as out:
