@@ -33,6 +33,7 @@ FAST = {
     "coarse.renderer.n_samples": "16",
     "coarse.occupancy.resolution": "16",
     "coarse.shading.albedo_only_steps": "2",
+    "refine.steps": "0",  # step counts below are the coarse stage's alone
     "trainer.log_every": "1",
     "trainer.preview_every": "2",
     "trainer.checkpoint_every": "2",

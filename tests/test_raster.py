@@ -247,8 +247,8 @@ def test_twin_matches_nvdiffrast():
     ).to(dev)
     res = (256, 256)
     for verts, faces in _random_meshes(dev):
-        attr = torch.rand(len(verts), 3, device=dev, generator=torch.Generator(dev).manual_seed(1))
-        weights = torch.rand(2, *res, 3, device=dev, generator=torch.Generator(dev).manual_seed(2))
+        attr = torch.rand(len(verts), 3, device=dev, generator=torch.Generator(device=dev).manual_seed(1))
+        weights = torch.rand(2, *res, 3, device=dev, generator=torch.Generator(device=dev).manual_seed(2))
         results = {}
         for backend in ("torch", "nvdiffrast"):
             v = verts.clone().requires_grad_()
@@ -266,5 +266,5 @@ def test_twin_matches_nvdiffrast():
         print(f"faces={len(faces)} coverage mismatch={mismatch:.5f} grad cosine={cos:.4f}")
         assert mismatch < 0.005
         torch.testing.assert_close(ca[same], cb[same], atol=2e-4, rtol=1e-3)
-        torch.testing.assert_close(ra[..., 2][same], rb[..., 2][same], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(ra[..., 2][same], rb[..., 2][same], atol=1e-4, rtol=1e-4)
         assert cos >= 0.95

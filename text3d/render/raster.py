@@ -286,7 +286,9 @@ def _visible_faces(pos: Tensor, tri: Tensor, h: int, w: int, max_fragments: int)
     fx0, fy0 = kept(xmin).long(), kept(ymin).long()
     fx1, fy1 = kept(xmax).long(), kept(ymax).long()
     size = torch.maximum(fx1 - fx0, fy1 - fy0) + 1
-    level = torch.ceil(torch.log2(size.double())).long()
+    level = torch.ceil(torch.log2(size.float())).long()  # float32: MPS has no float64
+    level = level + ((1 << level) < size).long()  # exact ceil(log2) despite rounding
+    level = level - ((level > 0) & ((1 << (level - 1).clamp(min=0)) >= size)).long()
     face_id = keep % n_faces
     pix_base = (keep // n_faces) * (h * w)
     for lv in torch.unique(level).tolist():
