@@ -160,7 +160,9 @@ def resolve_backend(backend: str, device: torch.device, fallback: bool = False) 
     if fallback:
         _warn_once(f"{reason}; using the pure-PyTorch rasterizer instead")
         return "torch"
-    raise BackendUnavailableError(f"{reason}, or use the raster backend 'auto' or 'torch'")
+    raise BackendUnavailableError(
+        f"{reason}, or choose the raster backend 'auto' or 'torch' (e.g. --set refine.raster_backend=auto)"
+    )
 
 
 def _batched(pos_clip: Tensor) -> Tensor:
