@@ -108,23 +108,23 @@ def cmd_generate(args: argparse.Namespace) -> int:
     else:
         cfg = config_from_args(args, args.prompt)
         result = generate(cfg)
+    _print_result(result)
+    return 0
+
+
+def _print_result(result) -> None:
     print(f"done: {result.run_dir}")
     if result.video:
         print(f"video: {result.video}")
     for mesh in result.meshes:
         print(f"mesh: {mesh}")
-    return 0
 
 
 def cmd_refine(args: argparse.Namespace) -> int:
     from text3d.pipeline import refine
 
     result = refine(args.run_dir, steps=args.refine_steps, resolution=args.refine_res, device=args.device)
-    print(f"done: {result.run_dir}")
-    if result.video:
-        print(f"video: {result.video}")
-    for mesh in result.meshes:
-        print(f"mesh: {mesh}")
+    _print_result(result)
     return 0
 
 
