@@ -21,7 +21,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 from conftest import TINY_OVERRIDES  # noqa: E402
 
 from text3d.app.form import FormValues, config_from_form, form_defaults, knob_paths  # noqa: E402
-from text3d.app.jobs import JobRunner, JobStatus  # noqa: E402
+from text3d.app.jobs import BusyError, JobRunner, JobStatus  # noqa: E402
 from text3d.app.runs import example_prompts, obj_zip, read_run, scan_runs  # noqa: E402
 from text3d.app.status import describe, format_duration  # noqa: E402
 from text3d.config import PRESETS, GenerateConfig, apply_overrides  # noqa: E402
@@ -145,9 +145,13 @@ def test_runner_queues_one_at_a_time_cancels_and_loads_the_model_once(tiny_model
             runner.submit(base)  # empty prompt: no job
         assert runner.jobs() == []
 
-        long = runner.submit(apply_overrides(base, {"prompt": "a long job", "coarse.steps": str(LONG)}))
-        second = runner.submit(apply_overrides(base, {"prompt": "a second job"}))
-        third = runner.submit(apply_overrides(base, {"prompt": "a third job"}))
+        long = runner.submit(
+            apply_overrides(base, {"prompt": "a long job", "coarse.steps": str(LONG)}), owner="alice"
+        )
+        with pytest.raises(BusyError):  # one unfinished job per browser session
+            runner.submit(apply_overrides(base, {"prompt": "a double click"}), owner="alice")
+        second = runner.submit(apply_overrides(base, {"prompt": "a second job"}), owner="bob")
+        third = runner.submit(apply_overrides(base, {"prompt": "a third job"}), owner="carol")
 
         snap = runner.wait(long.id)
         deadline = time.monotonic() + 60
@@ -156,7 +160,7 @@ def test_runner_queues_one_at_a_time_cancels_and_loads_the_model_once(tiny_model
         assert snap.status is JobStatus.RUNNING and snap.progress.step >= 2
         assert runner.snapshot(second.id).position == 1 and runner.snapshot(third.id).position == 2
 
-        assert runner.cancel(third.id)  # queued: dropped at once, nothing on disk
+        assert runner.cancel_owned_by("carol") == [third.id]  # queued: dropped at once, nothing on disk
         assert runner.snapshot(third.id).status is JobStatus.CANCELLED
         assert runner.snapshot(second.id).position == 1
 
@@ -453,6 +457,9 @@ def test_browser_cancel_stops_a_long_job_within_5s_and_the_next_job_runs(page, w
     page.wait_for_function(
         f"() => /step [1-9]\\d* \\/ {LONG}/.test(document.querySelector('#status').innerText)"
     )
+    page.locator("#generate").click()  # a second click while it runs starts nothing
+    page.wait_for_timeout(1000)
+    assert len(_new_jobs(web, before)) == 1
     t0 = time.monotonic()
     page.locator("#cancel").click()
     page.wait_for_function("() => document.querySelector('#status').innerText.includes('Cancelled')")

@@ -50,6 +50,10 @@ class QueueFullError(Text3DError):
     """Too many jobs are waiting; the user should try again later."""
 
 
+class BusyError(Text3DError):
+    """This owner (browser session) already has a job running or waiting."""
+
+
 @dataclass(frozen=True)
 class JobSnapshot:
     """A consistent, immutable view of one job, safe to read from any thread."""
@@ -143,6 +147,8 @@ class JobRunner:
         Raises:
             PromptError: the prompt is empty (checked here so that no job and no run folder is created).
             QueueFullError: ``max_queued`` jobs are already waiting.
+            BusyError: ``owner`` already has an unfinished job. One per session keeps a double click (or an
+                impatient second prompt) from interleaving two jobs' updates on one page and hogging the queue.
         """
         from text3d.errors import PromptError
 
@@ -151,6 +157,10 @@ class JobRunner:
         with self._cond:
             if self._closed:
                 raise RuntimeError("the job runner is closed")
+            if owner and any(j.owner == owner and not j.snap.done for j in self._jobs.values()):
+                raise BusyError(
+                    "you already have a job running or waiting; cancel it or wait for it to finish first"
+                )
             if len(self._queue) >= self.max_queued:
                 raise QueueFullError(
                     f"{len(self._queue)} jobs are already waiting; try again when the queue is shorter"

@@ -287,7 +287,7 @@ class WebApp:
         offered = knob_paths(self.base)
         examples = example_prompts(self.prompts_dir)
 
-        with gr.Blocks(title="text3d", delete_cache=(3600, 86400)) as blocks:
+        with gr.Blocks(title="text3d", delete_cache=(1800, 21600)) as blocks:  # previews pile up in the cache
             gr.Markdown(
                 "# text3d\nType what you want, press **Generate**, watch it take shape, then orbit and download "
                 "it. One job runs at a time; others wait in line."
