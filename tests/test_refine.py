@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 from text3d.cameras import make_cameras
 from text3d.cli import main
 from text3d.errors import Cancelled
+from text3d.pipeline import deterministic_algorithms
 from text3d.render.shading import ShadingMode, ShadingParams
 from text3d.stages.coarse import CoarseStage
 from text3d.stages.refine import RefineStage
@@ -97,7 +98,8 @@ def test_refine_checkpoint_resume_is_exact(trained_coarse, tiny_guidance, tmp_pa
         trainer = Trainer(stage, tiny_guidance, text, run_dir, cfg.trainer, stop)
         trainer.resume()
         try:
-            trainer.fit()
+            with deterministic_algorithms(True):  # as generate() does for every CPU run
+                trainer.fit()
         except Cancelled:
             return
 
