@@ -66,7 +66,9 @@ def make_config(tiny_model_dir, tmp_path):
 
     def _make(prompt: str = "a red apple", **overrides):
         cfg = apply_overrides(GenerateConfig(prompt=prompt), TINY_OVERRIDES)
-        cfg = apply_overrides(cfg, {"model.model_id": str(tiny_model_dir), "out_dir": str(tmp_path / "outputs")})
+        cfg = apply_overrides(
+            cfg, {"model.model_id": str(tiny_model_dir), "out_dir": str(tmp_path / "outputs")}
+        )
         return apply_overrides(cfg, {k.replace("__", "."): v for k, v in overrides.items()})
 
     return _make

@@ -134,8 +134,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     run_cfg = apply_overrides(GenerateConfig(), _parse_set(args.set))
     cfg = BenchConfig(
-        size=args.size, stages=tuple(s.strip() for s in args.stages.split(",") if s.strip()), warmup=args.warmup,
-        steps=args.steps, device=args.device, dtype=args.dtype, peak_tflops=args.peak_tflops, out_dir=args.out,
+        size=args.size,
+        stages=tuple(s.strip() for s in args.stages.split(",") if s.strip()),
+        warmup=args.warmup,
+        steps=args.steps,
+        device=args.device,
+        dtype=args.dtype,
+        peak_tflops=args.peak_tflops,
+        out_dir=args.out,
         run=run_cfg,
     )
     records, path = run_bench(cfg)
@@ -212,7 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_batch_parser(sub)
 
-    bench = sub.add_parser("bench", help="speed benchmark on the real SD 2.1-base architecture (random weights)")
+    bench = sub.add_parser(
+        "bench", help="speed benchmark on the real SD 2.1-base architecture (random weights)"
+    )
     bench.add_argument("--size", choices=("sd21-base", "tiny"), default="sd21-base")
     bench.add_argument("--stages", default="coarse,refine", help="comma-separated stages to time")
     bench.add_argument("--steps", type=int, default=20, help="timed steps per stage")

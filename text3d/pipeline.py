@@ -212,7 +212,9 @@ def generate(
 
 def _run_stages(cfg, device, guidance, text, run_dir, record, result, callback) -> None:
     try:
-        torch.manual_seed(cfg.seed)  # stage construction draws initial weights: make it a function of the seed
+        torch.manual_seed(
+            cfg.seed
+        )  # stage construction draws initial weights: make it a function of the seed
         stages = build_stages(cfg)
         previous: Stage | None = None
         for index, stage in enumerate(stages):
@@ -413,7 +415,9 @@ def refine(
             f"the coarse stage of {run_dir} has not finished ({done}/{cfg.coarse.steps} steps); "
             f"finish it first with: text3d generate --resume {run_dir}"
         )
-    overrides = {"refine-steps": steps if steps is not None else cfg.refine.steps or RefineStageConfig().steps}
+    overrides = {
+        "refine-steps": steps if steps is not None else cfg.refine.steps or RefineStageConfig().steps
+    }
     if resolution is not None:
         overrides["refine-res"] = resolution
     if device is not None:
