@@ -9,6 +9,7 @@ with the utilisation they imply. Results go to ``bench/results/<date>-<device>.j
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import platform
 import re
 import resource
@@ -100,7 +101,7 @@ def bench_stage(
 
 
 def run_bench(cfg: BenchConfig, write: bool = True) -> tuple[list[dict], Path | None]:
-    """Benchmark the requested stages; returns the records and the JSON path written (if ``write``)."""
+    """Benchmark the requested stages; returns the new records and the JSON file they were appended to."""
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
     name = device_name(device)
@@ -158,7 +159,9 @@ def run_bench(cfg: BenchConfig, write: bool = True) -> tuple[list[dict], Path | 
     path = None
     if write:
         slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-        path = write_json(Path(cfg.out_dir) / f"{_dt.date.today().isoformat()}-{slug}.json", records)
+        path = Path(cfg.out_dir) / f"{_dt.date.today().isoformat()}-{slug}.json"
+        earlier = json.loads(path.read_text(encoding="utf-8")) if path.exists() else []
+        write_json(path, [*earlier, *records])  # one file per day and device, a list of records
     return records, path
 
 
