@@ -95,6 +95,12 @@ def test_cli_errors_are_one_line_and_exit_2(tmp_path, capsys, monkeypatch):
     assert "unknown setting" in capsys.readouterr().err
     assert main(["generate", "--resume", str(tmp_path / "nothing")]) == 2
     assert "not a text3d run folder" in capsys.readouterr().err
+    assert main(["generate", "a mug", "--device", "cuda:x", "--out", str(tmp_path)]) == 2
+    assert "not a torch device" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main(["generate", "a mug", "--device", "cuda", "--out", str(tmp_path)]) == 2
+        assert "sees no CUDA GPU" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # no run folder was made for any of them
 
 
 def _final_params(run: Path, stage: str = "coarse") -> dict[str, torch.Tensor]:

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from text3d.config import GenerateConfig, to_dict
+from text3d.errors import ConfigError
 from text3d.guidance.random_models import build_random_sd
 from text3d.guidance.stable_diffusion import StableDiffusionGuidance, resolve_dtype
 from text3d.io import write_json
@@ -116,7 +117,7 @@ def run_bench(cfg: BenchConfig, write: bool = True) -> tuple[list[dict], Path | 
     stages = {s.name: s for s in build_stages(cfg.run)}
     unknown = [s for s in cfg.stages if s not in stages]
     if unknown:
-        raise ValueError(f"unknown or disabled stage(s) {unknown}; available: {sorted(stages)}")
+        raise ConfigError(f"unknown or disabled stage(s) {unknown}; available: {', '.join(sorted(stages))}")
     records = []
     previous = None
     with tempfile.TemporaryDirectory(prefix="text3d-bench-") as tmp:

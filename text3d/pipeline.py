@@ -64,13 +64,36 @@ def slugify(prompt: str, max_len: int = _SLUG_MAX) -> str:
 
 
 def resolve_device(name: str) -> torch.device:
+    """``auto`` picks cuda, then mps, then cpu; an explicit device must exist.
+
+    Raises:
+        ConfigError: the device string is malformed or names hardware this torch build cannot use.
+    """
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ConfigError(
+            f"device {name!r} is not a torch device; use auto, cpu, cuda, cuda:1 or mps"
+        ) from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"device {name!r} asked for, but this torch ({torch.__version__}) sees no CUDA GPU; "
+                "use --device cpu, or install a CUDA build of torch"
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s) are visible")
+    if device.type == "mps" and not (
+        getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    ):
+        raise ConfigError(f"device {name!r} asked for, but MPS is not available here; use --device cpu")
+    return device
 
 
 def new_run_dir(out_dir: str | Path, prompt: str) -> Path:
