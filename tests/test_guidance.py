@@ -54,8 +54,12 @@ def test_prompt_checks(tiny_guidance):
         tiny_guidance.prepare_text("   ")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        tiny_guidance.encode_text(["apple " * 100])
-    assert any(issubclass(w.category, PromptTruncatedWarning) for w in caught)
+        tiny_guidance.prepare_text("apple " * 100)
+        tiny_guidance.prepare_text("a short prompt", negative_prompt="blurry " * 90)
+        tiny_guidance.prepare_text("a short prompt")
+    truncated = [str(w.message) for w in caught if issubclass(w.category, PromptTruncatedWarning)]
+    assert len(truncated) == 2, truncated  # once per long prompt, once for the long negative, none for short
+    assert "the prompt is" in truncated[0] and "the negative prompt is" in truncated[1]
     assert view_prompts("a mug")[2] == "a mug, back view"
 
 

@@ -169,22 +169,36 @@ class StableDiffusionGuidance:
                 "the text encoder was released; encode every prompt with prepare_text() before releasing it"
             )
         max_len = self.tokenizer.model_max_length
-        for text in texts:
-            n = len(self.tokenizer(text, truncation=False)["input_ids"])
-            if n > max_len:
-                warnings.warn(
-                    f"prompt is {n} tokens, longer than the text encoder's {max_len}; it was truncated: {text[:60]!r}...",
-                    PromptTruncatedWarning,
-                    stacklevel=3,
-                )
         tokens = self.tokenizer(
             texts, padding="max_length", max_length=max_len, truncation=True, return_tensors="pt"
         )
         enc_device = next(self.text_encoder.parameters()).device
         return self.text_encoder(tokens.input_ids.to(enc_device))[0].to(self.device, self.dtype)
 
+    def token_count(self, text: str) -> int:
+        """Tokens ``text`` takes, start and end tokens included (the encoder reads ``model_max_length``)."""
+        return len(self.tokenizer(text, truncation=False)["input_ids"])
+
+    def warn_if_truncated(self, prompt: str, negative_prompt: str = "") -> None:
+        """One warning per prompt (or negative prompt) that the text encoder will cut off."""
+        max_len = self.tokenizer.model_max_length
+        for what, text in (("prompt", view_prompts(prompt)[3]), ("negative prompt", negative_prompt)):
+            n = self.token_count(text)
+            if n > max_len:
+                suffix = " with its view suffix" if what == "prompt" else ""
+                warnings.warn(
+                    f"the {what} is {n} tokens{suffix}, more than the text encoder's {max_len}; the rest is "
+                    f"ignored (shorten it): {text[:50]!r}...",
+                    PromptTruncatedWarning,
+                    stacklevel=3,
+                )
+
     def prepare_text(self, prompt: str, negative_prompt: str = "") -> TextEmbeddings:
-        """Encode (once) and cache the plain, view-dependent and negative embeddings of a prompt."""
+        """Encode (once) and cache the plain, view-dependent and negative embeddings of a prompt.
+
+        Warns (:class:`PromptTruncatedWarning`) once if the prompt, with the longest view suffix, or the negative
+        prompt is longer than the encoder's context (77 tokens for CLIP).
+        """
         prompt = prompt.strip()
         if not prompt:
             raise PromptError(
@@ -192,6 +206,8 @@ class StableDiffusionGuidance:
             )
         key = (prompt, negative_prompt)
         if key not in self._cache:
+            if self.tokenizer is not None:
+                self.warn_if_truncated(prompt, negative_prompt)
             emb = self.encode_text([prompt, *view_prompts(prompt), negative_prompt])
             self._cache[key] = TextEmbeddings(plain=emb[:1], views=emb[1:5], uncond=emb[5:6])
         return self._cache[key]
