@@ -149,3 +149,23 @@ def test_sigkill_then_resume_matches_uninterrupted_run(make_config, tmp_path):
     assert a.keys() == b.keys() and len(a) > 5
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+def test_nan_stops_the_run_before_it_reaches_a_checkpoint(make_config, tiny_guidance):
+    """Losses are read on the host only every log_every steps, but always before a checkpoint is written."""
+    from text3d.pipeline import generate
+
+    cfg = make_config(
+        "a red apple",
+        **{
+            "coarse.optim.lr": "nan",
+            "trainer.log_every": "1000",
+            "trainer.checkpoint_every": "2",
+            "refine.steps": "0",
+        },
+    )
+    with pytest.raises(FloatingPointError, match="loss became nan at step 2"):
+        generate(cfg, guidance=tiny_guidance)
+    run = _run_dir(Path(cfg.out_dir))
+    assert not (run / "checkpoints" / "coarse.safetensors").exists()
+    assert json.loads((run / "run.json").read_text())["status"] == "failed"

@@ -315,10 +315,13 @@ class Trainer:
                 loss, terms = self.train_step()
                 self.step += 1
                 preview = None
-                if self.step % self.cfg.log_every == 0 or self.step == total:
-                    values = {
-                        k: float(v) for k, v in terms.items()
-                    }  # the one host sync, every log_every steps
+                checkpoint_due = self.step == total or (
+                    self.cfg.checkpoint_every and self.step % self.cfg.checkpoint_every == 0
+                )
+                if self.step % self.cfg.log_every == 0 or checkpoint_due:
+                    # The one host sync: every log_every steps, and before any checkpoint so that a NaN is never
+                    # written over the last good one.
+                    values = {k: float(v) for k, v in terms.items()}
                     last_loss = float(loss)
                     if not math.isfinite(last_loss):
                         raise FloatingPointError(
@@ -343,9 +346,7 @@ class Trainer:
                 ):
                     preview = self.preview()
                     last_preview_t = time.perf_counter()
-                if self.step == total or (
-                    self.cfg.checkpoint_every and self.step % self.cfg.checkpoint_every == 0
-                ):
+                if checkpoint_due:
                     self.checkpoint()
                 if bar is not None:
                     bar.update(1)
