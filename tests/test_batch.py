@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -386,19 +387,28 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_accelerate_two_cpu_processes_shard_without_duplicates_or_gaps(tmp_path, config_yaml):
+@pytest.mark.parametrize("launcher", ["cpu-mpi", "torchrun"])
+def test_accelerate_two_cpu_processes_shard_without_duplicates_or_gaps(tmp_path, config_yaml, launcher):
     """Acceptance (c): two accelerate processes on CPU split 8 prompts with no duplicates and no gaps.
 
-    accelerate 1.x starts several CPU processes only through MPI (``--cpu`` + ``--mpirun_hostfile``); plain
-    ``--cpu --num_processes 2`` starts one. ``--multi_gpu`` launches through torchrun, and with no GPU visible
-    ``process_state`` makes the processes a gloo group on CPU: the same code path as N GPUs with nccl.
+    accelerate 1.x starts several CPU processes only through MPI: ``--cpu --num_processes 2 --mpirun_hostfile F``
+    (``.ci/run`` installs Debian's mpich); plain ``--cpu --num_processes 2`` starts one. ``--multi_gpu`` launches
+    through torchrun, and with no GPU visible ``process_state`` makes the processes a gloo group on CPU: the same
+    code path as N GPUs with nccl. Both are run.
     """
     words = ["apple", "vase", "owl", "mug", "red owl", "blue vase", "red mug", "blue apple"]
     pfile = _write_lines(tmp_path / "eight.txt", [f"a {w}" for w in words])
     out = tmp_path / "out"
+    if launcher == "cpu-mpi":
+        assert shutil.which("mpirun"), "mpirun is missing: apt-get install mpich (.ci/run does)"
+        hostfile = tmp_path / "hostfile"
+        hostfile.write_text("localhost\n")
+        how = ["--cpu", "--mpirun_hostfile", str(hostfile)]
+    else:
+        how = ["--multi_gpu"]
     cmd = [
-        sys.executable, "-m", "accelerate.commands.launch",
-        "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+        sys.executable, "-m", "accelerate.commands.launch", *how,
+        "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
         "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
         "-m", "text3d", "batch", str(pfile), "--config", str(config_yaml), "--out", str(out),
     ]  # fmt: skip
