@@ -34,11 +34,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from text3d.cli import _quiet_libraries
+    from text3d.cli import quiet_libraries
     from text3d.config import PRESETS, GenerateConfig, apply_overrides, load_config
     from text3d.errors import Text3DError
 
-    _quiet_libraries()
+    quiet_libraries()
     try:
         if args.preset not in PRESETS:
             raise Text3DError(f"unknown preset {args.preset!r}; choose one of {', '.join(PRESETS)}")

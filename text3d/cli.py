@@ -17,7 +17,7 @@ from text3d.errors import Cancelled, ConfigError, Text3DError
 EXIT_USER_ERROR = 2
 
 
-def _quiet_libraries() -> None:
+def quiet_libraries() -> None:
     """Silence per-file loading bars and tokenizer chatter from transformers/diffusers; keep our own output."""
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
@@ -275,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    _quiet_libraries()
+    quiet_libraries()
     if args.command == "generate" and not args.resume and (args.prompt is None or not args.prompt.strip()):
         print(
             'error: the prompt is empty; describe the object, e.g. text3d generate "a ceramic owl mug"',
