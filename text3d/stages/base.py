@@ -59,6 +59,20 @@ class StageConfig:
     shading: ShadingConfig = field(default_factory=ShadingConfig)
 
 
+def field_parameter_groups(field: nn.Module, background: nn.Module, optim: OptimConfig) -> list[dict]:
+    """Adam groups of a hash-grid field and its background: the grid at ``lr``, the small MLPs (and a learned
+    background) at ``lr * network_lr_scale``. Both stages train their colour field this way."""
+    net_lr = optim.lr * optim.network_lr_scale
+    groups = [
+        {"name": "encoding", "params": list(field.encoding.parameters()), "lr": optim.lr},
+        {"name": "mlp", "params": list(field.mlp.parameters()), "lr": net_lr},
+    ]
+    bg = list(background.parameters())
+    if bg:
+        groups.append({"name": "background", "params": bg, "lr": net_lr})
+    return groups
+
+
 class Stage(nn.Module):
     """Base class of the coarse and fine stages. Subclasses set ``name`` and implement the three methods."""
 

@@ -13,7 +13,7 @@ from text3d.fields.occupancy import OccupancyGrid, OccupancyGridConfig
 from text3d.render.output import RenderOutput
 from text3d.render.shading import ShadingParams
 from text3d.render.volume import VolumeRenderer, VolumeRendererConfig
-from text3d.stages.base import Ramp, Stage, StageConfig
+from text3d.stages.base import Ramp, Stage, StageConfig, field_parameter_groups
 
 
 @dataclass(frozen=True)
@@ -48,15 +48,7 @@ class CoarseStage(Stage):
             self.occupancy.update(self.field.density)
 
     def parameter_groups(self) -> list[dict]:
-        lr, net_lr = self.cfg.optim.lr, self.cfg.optim.lr * self.cfg.optim.network_lr_scale
-        groups = [
-            {"name": "encoding", "params": list(self.field.encoding.parameters()), "lr": lr},
-            {"name": "mlp", "params": list(self.field.mlp.parameters()), "lr": net_lr},
-        ]
-        bg = list(self.background.parameters())
-        if bg:
-            groups.append({"name": "background", "params": bg, "lr": net_lr})
-        return groups
+        return field_parameter_groups(self.field, self.background, self.cfg.optim)
 
     def render(
         self,

@@ -32,7 +32,7 @@ from text3d.guidance.stable_diffusion import SDSConfig
 from text3d.render import raster
 from text3d.render.output import RenderOutput
 from text3d.render.shading import ShadingConfig, ShadingParams, shade
-from text3d.stages.base import Stage, StageConfig
+from text3d.stages.base import Stage, StageConfig, field_parameter_groups
 
 
 @dataclass(frozen=True)
@@ -121,17 +121,11 @@ class RefineStage(Stage):
 
     # --------------------------------------------------------------------------------------------- training
     def parameter_groups(self) -> list[dict]:
-        lr, net_lr = self.cfg.optim.lr, self.cfg.optim.lr * self.cfg.optim.network_lr_scale
-        groups = [
+        geometry = [
             {"name": "sdf", "params": [self.dmtet.sdf], "lr": self.cfg.sdf_lr},
             {"name": "deform", "params": [self.dmtet.deform], "lr": self.cfg.deform_lr},
-            {"name": "encoding", "params": list(self.field.encoding.parameters()), "lr": lr},
-            {"name": "mlp", "params": list(self.field.mlp.parameters()), "lr": net_lr},
         ]
-        bg = list(self.background.parameters())
-        if bg:
-            groups.append({"name": "background", "params": bg, "lr": net_lr})
-        return groups
+        return geometry + field_parameter_groups(self.field, self.background, self.cfg.optim)
 
     def export_mesh(self) -> TriMesh:
         """The current surface (world units, counter-clockwise from outside), for export."""
