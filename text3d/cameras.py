@@ -11,7 +11,6 @@ down its local -Z, +Y is up and +X is right. Images are stored top row first (ro
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -209,7 +208,3 @@ def view_direction_ids(
     ids = torch.where(az.abs() > 180.0 - front_half_angle, torch.full_like(ids, 2), ids)
     ids = torch.where(elevation_deg > overhead_elevation, torch.full_like(ids, 3), ids)
     return ids
-
-
-def fovy_to_focal(fovy_rad: float, height: int) -> float:
-    return 0.5 * height / math.tan(0.5 * fovy_rad)
