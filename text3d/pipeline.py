@@ -37,7 +37,7 @@ from text3d.io import write_json
 from text3d.stages.base import Stage
 from text3d.stages.coarse import CoarseStage
 from text3d.stages.refine import RefineStage
-from text3d.trainer import Callback, Trainer, auto_size, read_checkpoint_meta
+from text3d.trainer import Callback, Trainer, auto_size, checkpoint_path, read_checkpoint_meta
 
 _SLUG_MAX = 48
 MESH_DIR = "mesh"
@@ -335,7 +335,7 @@ def load_trained_stage(run_dir: str | Path, device: str | torch.device | None = 
     trained: Stage | None = None
     previous: Stage | None = None
     for stage in stages:
-        ckpt = run_dir / "checkpoints" / f"{stage.name}.safetensors"
+        ckpt = checkpoint_path(run_dir, stage.name)
         if not ckpt.is_file():
             break
         if previous is not None and hasattr(stage, "init_from"):
@@ -450,5 +450,5 @@ def refine(
 
 def stage_progress(run_dir: Path, stage_name: str) -> int:
     """Steps completed by a stage according to its checkpoint (0 if none)."""
-    path = Path(run_dir) / "checkpoints" / f"{stage_name}.safetensors"
+    path = checkpoint_path(run_dir, stage_name)
     return read_checkpoint_meta(path)["step"] if path.exists() else 0

@@ -132,6 +132,11 @@ def save_png(path: Path, image: np.ndarray) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------------- checkpoints
+def checkpoint_path(run_dir: str | Path, stage_name: str) -> Path:
+    """Where a run keeps a stage's checkpoint: ``<run>/checkpoints/<stage>.safetensors``."""
+    return Path(run_dir) / "checkpoints" / f"{stage_name}.safetensors"
+
+
 def save_checkpoint(
     path: Path, stage: Stage, optimizer: torch.optim.Optimizer, step: int, extra: dict
 ) -> Path:
@@ -233,7 +238,7 @@ class Trainer:
         scfg = stage.cfg.optim
         self.optimizer = torch.optim.Adam(stage.parameter_groups(), betas=scfg.betas, eps=scfg.eps)
         self.step = 0
-        self.ckpt_path = self.run_dir / "checkpoints" / f"{stage.name}.safetensors"
+        self.ckpt_path = checkpoint_path(self.run_dir, stage.name)
 
     def resume(self) -> int:
         """Load this stage's checkpoint if there is one; returns the step to continue from."""

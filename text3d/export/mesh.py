@@ -64,20 +64,16 @@ def ray_densities(
     Uses exactly the volume renderer's sampling (midpoints of ``n_samples`` bins between the ray's entry and exit
     of the scene box) and compositing, so the opacity is the one the renders had.
     """
-    from text3d.render.volume import composite, ray_aabb
+    from text3d.render.volume import composite, sample_rays
 
     origins, dirs = cameras.rays(resolution, resolution)
     o, d = origins.reshape(-1, 3), dirs.reshape(-1, 3)
-    near, far = ray_aabb(o, d, bound)
-    hit = far > near
-    far = torch.where(hit, far, near + 1e-3)
-    bins = (far - near) / n_samples
-    u = torch.arange(n_samples, device=o.device, dtype=o.dtype)[None, :] + 0.5
+    t_all, bins, hit = sample_rays(o, d, bound, n_samples)
     opacity, peak = [], []
     rays_per_chunk = max(1, chunk // n_samples)
     for s in range(0, o.shape[0], rays_per_chunk):
         sl = slice(s, s + rays_per_chunk)
-        t = near[sl, None] + bins[sl, None] * u
+        t = t_all[sl]
         pts = o[sl, None, :] + t[..., None] * d[sl, None, :]
         dens = density_fn(pts.reshape(-1, 3)).float().reshape(-1, n_samples) * hit[sl, None]
         weights = composite(dens, bins[sl, None].expand_as(dens))
@@ -248,16 +244,15 @@ def decimate(
 def vertex_normals(
     verts: Float[np.ndarray, "V 3"], faces: Int[np.ndarray, "F 3"]
 ) -> Float[np.ndarray, "V 3"]:
-    """Area-weighted unit vertex normals; vertices whose faces cancel out get +Y (never a zero vector, which
-    glTF forbids)."""
-    tri = verts[faces].astype(np.float64)
-    n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    acc = np.zeros((verts.shape[0], 3))
-    for k in range(3):
-        np.add.at(acc, faces[:, k], n)
-    length = np.linalg.norm(acc, axis=-1, keepdims=True)
-    out = np.where(length > 1e-20, acc / np.maximum(length, 1e-30), np.array([0.0, 1.0, 0.0]))
-    return out.astype(np.float32)
+    """Area-weighted unit vertex normals (:func:`text3d.fields.mesh_ops.vertex_normals`, in float64); vertices
+    whose faces cancel out get +Y (never a zero vector, which glTF forbids)."""
+    from text3d.fields.mesh_ops import vertex_normals as torch_vertex_normals
+
+    n = torch_vertex_normals(torch.from_numpy(np.asarray(verts, np.float64)), torch.from_numpy(faces).long())
+    n = n.numpy()
+    zero = np.linalg.norm(n, axis=-1) < 0.5
+    n[zero] = (0.0, 1.0, 0.0)
+    return n.astype(np.float32)
 
 
 # ------------------------------------------------------------------------------------------------- placement

@@ -40,6 +40,33 @@ def ray_aabb(
     return near, far
 
 
+def sample_rays(
+    origins: Float[Tensor, "R 3"],
+    dirs: Float[Tensor, "R 3"],
+    bound: float,
+    n_samples: int,
+    perturb: bool = False,
+    generator: torch.Generator | None = None,
+) -> tuple[Float[Tensor, "R S"], Float[Tensor, "R"], Tensor]:
+    """Sample distances ``t`` in ``n_samples`` equal bins between a ray's entry into and exit from the scene box.
+
+    Returns ``t [R, S]`` (bin midpoints, or uniformly jittered inside the bins when ``perturb``), the bin length
+    ``[R]`` and the hit mask ``[R]`` (rays that miss get a tiny dummy interval). The renderer and the export's
+    threshold search both sample with this, so they see the same opacity.
+    """
+    near, far = ray_aabb(origins, dirs, bound)
+    hit = far > near
+    far = torch.where(hit, far, near + 1e-3)
+    bins = (far - near) / n_samples
+    u = torch.arange(n_samples, device=origins.device, dtype=origins.dtype)[None, :]
+    if perturb:
+        dev = generator.device if generator is not None else origins.device
+        u = u + torch.rand(origins.shape[0], n_samples, generator=generator, device=dev).to(origins)
+    else:
+        u = u + 0.5
+    return near[:, None] + bins[:, None] * u, bins, hit
+
+
 def composite(density: Float[Tensor, "R S"], deltas: Float[Tensor, "R S"]) -> Float[Tensor, "R S"]:
     """Compositing weights ``w_i = alpha_i * prod_{j<i} (1 - alpha_j)`` with ``alpha = 1 - exp(-density * delta)``."""
     tau = density * deltas
@@ -124,17 +151,7 @@ class VolumeRenderer:
 
     def _render_rays(self, field, o, d, lights, shading, perturb, generator, with_normals, occupancy):
         n_rays, s = o.shape[0], self.cfg.n_samples
-        near, far = ray_aabb(o, d, field.cfg.bound)
-        hit = far > near
-        far = torch.where(hit, far, near + 1e-3)
-        bins = (far - near) / s  # [R]
-        u = torch.arange(s, device=o.device, dtype=o.dtype)[None, :]
-        if perturb:
-            dev = generator.device if generator is not None else o.device
-            u = u + torch.rand(n_rays, s, generator=generator, device=dev).to(o)
-        else:
-            u = u + 0.5
-        t = near[:, None] + bins[:, None] * u  # [R, S]
+        t, bins, hit = sample_rays(o, d, field.cfg.bound, s, perturb, generator)  # [R, S], [R], [R]
         pts = o[:, None, :] + t[..., None] * d[:, None, :]  # [R, S, 3]
         flat = pts.reshape(-1, 3)
         if occupancy is None:

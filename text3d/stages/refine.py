@@ -94,14 +94,15 @@ class RefineStage(Stage):
     @torch.no_grad()
     def init_from(self, coarse: Stage) -> None:
         """Take geometry and colour from a trained coarse stage (see the module docstring)."""
-        from text3d.export.exporter import threshold_cameras
+        from text3d.export.exporter import occupancy_masked, threshold_cameras
         from text3d.export.mesh import auto_threshold
 
         device = next(coarse.parameters()).device
         self.to(device)
         self.field.load_state_dict(coarse.field.state_dict())
         self.background.load_state_dict(coarse.background.state_dict())
-        density = coarse.field.density
+        # The density the coarse renders saw: zero outside the occupancy grid's occupied cells.
+        density = occupancy_masked(coarse.field.density, getattr(coarse, "occupancy", None))
         tau = self.cfg.init_threshold
         if tau <= 0:
             cams = threshold_cameras(coarse.cfg.cameras, self.cfg.init_views, device)
