@@ -23,6 +23,7 @@ from jaxtyping import Bool, Float, Int, UInt8
 from torch import Tensor
 
 from text3d.errors import ExportError
+from text3d.export.mesh import face_areas
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ def unwrap(
     if faces.shape[0] == 0:
         raise ExportError("cannot UV-unwrap an empty mesh")
     tri = verts[faces]
-    area = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=-1).sum()
+    area = face_areas(verts, faces).sum()
     n_pieces = max(1, round(faces.shape[0] / faces_per_piece))
     labels = _pieces(tri.mean(axis=1), n_pieces)
     atlas = xatlas.Atlas()
