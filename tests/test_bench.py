@@ -7,13 +7,12 @@ import json
 from conftest import TINY_OVERRIDES
 
 from text3d.cli import main
-from text3d.config import ALIASES
 
 KEYS = {"device", "stage", "it_per_s", "ms", "peak_mem_gb", "torch", "settings"}
 
 
 def test_bench_harness_writes_complete_records(tmp_path, capsys):
-    stages = "coarse,refine" if "refine-steps" in ALIASES else "coarse"
+    stages = "coarse,refine"
     sets = [f"--set={k}={v}" for k, v in TINY_OVERRIDES.items() if not k.startswith("trainer.")]
     code = main(
         [
@@ -30,6 +29,7 @@ def test_bench_harness_writes_complete_records(tmp_path, capsys):
             "cpu",
             "--out",
             str(tmp_path),
+            "--profile",
             *sets,
         ]
     )
@@ -46,4 +46,10 @@ def test_bench_harness_writes_complete_records(tmp_path, capsys):
         assert r["it_per_s"] > 0 and r["peak_mem_gb"] > 0 and r["tflop_per_iter"] > 0
         assert r["settings"]["model_size"] == "tiny" and r["settings"]["resolution"] > 0
         assert r["stage"] in out
+        # (c) the profile of one step: a table with the step's sections as ranges, and its three biggest ops
+        table = (tmp_path / f"{files[0].stem}-profile-{r['stage']}.txt").read_text()
+        assert "Self CPU" in table and "text3d.unet" in table and "text3d.backward" in table
+        assert len(r["profile_top"]) == 3 and all(t["ms"] > 0 for t in r["profile_top"])
+        assert all(t["op"] in table and not t["op"].startswith("text3d.") for t in r["profile_top"])
+        assert f"{r['stage']} profile, biggest costs: {r['profile_top'][0]['op']}" in out
     assert "it/s" in out and "unet ms" in out and str(files[0]) in out

@@ -22,9 +22,13 @@ import torch
 
 from text3d.config import GenerateConfig, to_dict
 from text3d.errors import ConfigError
-from text3d.guidance.random_models import build_random_sd
-from text3d.guidance.stable_diffusion import StableDiffusionGuidance, resolve_dtype
-from text3d.io import write_json
+from text3d.guidance.random_models import build_random_sd, build_random_taesd
+from text3d.guidance.stable_diffusion import (
+    ModelConfig,
+    StableDiffusionGuidance,
+    resolve_dtype,
+)
+from text3d.io import write_json, write_text
 from text3d.pipeline import build_stages, resolve_device
 from text3d.profiling import SectionTimer
 from text3d.trainer import Trainer, TrainerConfig
@@ -43,10 +47,13 @@ class BenchConfig:
     warmup: int = 3
     steps: int = 20
     device: str = "auto"
-    dtype: str = "auto"
+    dtype: str | None = None
+    """``None``: the run's ``model.dtype`` (``auto`` = fp16 on CUDA, fp32 elsewhere)."""
     peak_tflops: float | None = None
     """Peak for utilisation; ``None``: from :data:`PEAK_TFLOPS` by GPU name (no utilisation on unknown devices)."""
     out_dir: str = "bench/results"
+    profile: bool = False
+    """Also profile one step per stage: ``<out_dir>/<date>-<device>-profile-<stage>.txt`` and ``profile_top``."""
     run: GenerateConfig = field(default_factory=GenerateConfig)
     """Stage settings (the defaults a user's run gets)."""
 
@@ -70,17 +77,63 @@ def _count_flops(trainer: Trainer) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False)
-    with counter:
+    with counter, trainer.guidance.eager():  # compiled kernels bypass the counter; the maths is the same
         trainer.train_step()
     trainer.step += 1
     return float(counter.get_total_flops())
 
 
-def load_random_guidance(size: str, device: torch.device, dtype: torch.dtype) -> StableDiffusionGuidance:
+def profile_step(trainer: Trainer, device: torch.device, path: Path, row_limit: int = 25) -> list[dict]:
+    """Profile one training step with ``torch.profiler`` and write its op table (by self device time on a GPU,
+    self CPU time elsewhere) to ``path``. Returns the three ops that cost most, as ``{"op", "ms"}``.
+
+    The step's sections (render, vae_encode, unet, backward, optimizer) appear in the table as ``text3d.*`` ranges.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+    with profile(activities=activities) as prof:
+        trainer.train_step(SectionTimer(device))
+    trainer.step += 1
+    events = prof.key_averages()
+    key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    table = events.table(sort_by=key, row_limit=row_limit)
+    ops = sorted(
+        (e for e in events if not e.key.startswith(("text3d.", "ProfilerStep"))),
+        key=lambda e: getattr(e, key),
+        reverse=True,
+    )
+    top = [{"op": e.key, "ms": round(getattr(e, key) / 1000.0, 3)} for e in ops[:3]]
+    header = (
+        f"# one {trainer.stage.name} step on {device_name(device)}, torch {torch.__version__}, "
+        f"{_dt.date.today().isoformat()}; sorted by {key}\n"
+    )
+    write_text(path, header + table + "\n")
+    return top
+
+
+def load_random_guidance(
+    size: str, device: torch.device, dtype: torch.dtype, model: ModelConfig | None = None
+) -> StableDiffusionGuidance:
+    """The random-weight model of ``size``, with the run's encoder choice and speed settings (``model``) applied as
+    :func:`text3d.pipeline.load_guidance` applies them to a downloaded one."""
+    model = model or ModelConfig()
     parts = build_random_sd(size)
+    if model.encoder == "taesd":
+        parts["vae"] = build_random_taesd("taesd" if size == "sd21-base" else "tiny")
+    elif model.encoder != "vae":
+        raise ConfigError(f"model.encoder must be one of vae, taesd; got {model.encoder!r}")
+    del parts["vae"].decoder  # as from_pretrained: SDS never decodes
     for name in ("unet", "vae", "text_encoder"):
         parts[name].to(device=device, dtype=dtype)
-    return StableDiffusionGuidance(**parts)
+    try:
+        return StableDiffusionGuidance(**parts).optimize(
+            channels_last=model.channels_last, compile_mode=model.compile
+        )
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 def bench_stage(
@@ -104,12 +157,16 @@ def bench_stage(
 def run_bench(cfg: BenchConfig, write: bool = True) -> tuple[list[dict], Path | None]:
     """Benchmark the requested stages; returns the new records and the JSON file they were appended to."""
     device = resolve_device(cfg.device)
-    dtype = resolve_dtype(cfg.dtype, device)
+    try:
+        dtype = resolve_dtype(cfg.dtype or cfg.run.model.dtype, device)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     name = device_name(device)
     peak = cfg.peak_tflops
     if peak is None:
         peak = next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
-    guidance = load_random_guidance(cfg.size, device, dtype)
+    stem = f"{_dt.date.today().isoformat()}-{re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-')}"
+    guidance = load_random_guidance(cfg.size, device, dtype, cfg.run.model)
     text = guidance.prepare_text("a ceramic owl mug")
     guidance.release_text_encoder()
 
@@ -134,6 +191,9 @@ def run_bench(cfg: BenchConfig, write: bool = True) -> tuple[list[dict], Path | 
             it_per_s, ms = bench_stage(trainer, cfg.warmup, cfg.steps, device)
             flops = _count_flops(trainer)
             achieved = flops * it_per_s / 1e12
+            top = None
+            if cfg.profile:
+                top = profile_step(trainer, device, Path(cfg.out_dir) / f"{stem}-profile-{stage.name}.txt")
             records.append(
                 {
                     "device": name,
@@ -145,6 +205,9 @@ def run_bench(cfg: BenchConfig, write: bool = True) -> tuple[list[dict], Path | 
                     "settings": {
                         "model_size": cfg.size,
                         "dtype": str(dtype).replace("torch.", ""),
+                        "encoder": cfg.run.model.encoder,
+                        "channels_last": guidance.memory_format == torch.channels_last,
+                        "compile": cfg.run.model.compile,
                         "resolution": stage.cfg.resolution,
                         "batch_size": stage.cfg.cameras.batch_size,
                         "warmup": cfg.warmup,
@@ -154,13 +217,13 @@ def run_bench(cfg: BenchConfig, write: bool = True) -> tuple[list[dict], Path | 
                     "tflop_per_iter": round(flops / 1e12, 4),
                     "achieved_tflops": round(achieved, 3),
                     "utilisation": None if peak is None else round(achieved / peak, 4),
+                    "profile_top": top,
                     "date": _dt.date.today().isoformat(),
                 }
             )
     path = None
     if write:
-        slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-        path = Path(cfg.out_dir) / f"{_dt.date.today().isoformat()}-{slug}.json"
+        path = Path(cfg.out_dir) / f"{stem}.json"
         earlier = json.loads(path.read_text(encoding="utf-8")) if path.exists() else []
         write_json(path, [*earlier, *records])  # one file per day and device, a list of records
     return records, path

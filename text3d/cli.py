@@ -142,10 +142,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         peak_tflops=args.peak_tflops,
         out_dir=args.out,
+        profile=args.profile,
         run=run_cfg,
     )
     records, path = run_bench(cfg)
     print(format_table(records))
+    for r in records:
+        if r["profile_top"]:
+            costs = ", ".join(f"{t['op']} {t['ms']:.1f} ms" for t in r["profile_top"])
+            print(f"{r['stage']} profile, biggest costs: {costs}")
     print(f"wrote {path}")
     return 0
 
@@ -226,9 +231,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--steps", type=int, default=20, help="timed steps per stage")
     bench.add_argument("--warmup", type=int, default=3)
     bench.add_argument("--device", default="auto")
-    bench.add_argument("--dtype", default="auto", help="auto (fp16 on CUDA), fp32, fp16, bf16")
+    bench.add_argument(
+        "--dtype", help="auto (fp16 on CUDA), fp32, fp16, bf16; default: the run's model.dtype"
+    )
     bench.add_argument("--peak-tflops", type=float, help="device peak for the utilisation column")
     bench.add_argument("--out", default="bench/results", help="folder for <date>-<device>.json")
+    bench.add_argument(
+        "--profile", action="store_true", help="also write a torch.profiler table of one step per stage"
+    )
     bench.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="run-config overrides")
     bench.set_defaults(func=cmd_bench)
 

@@ -32,7 +32,12 @@ from text3d.config import GenerateConfig, load_config, save_config
 from text3d.errors import Cancelled, ConfigError, ExportError, PromptError, RunDirError
 from text3d.export.exporter import ExportConfig, export_stage, validate_config
 from text3d.export.video import turntable_frames, write_video
-from text3d.guidance.stable_diffusion import StableDiffusionGuidance, resolve_dtype
+from text3d.guidance.stable_diffusion import (
+    COMPILE_MODES,
+    ENCODERS,
+    StableDiffusionGuidance,
+    resolve_dtype,
+)
 from text3d.io import write_json
 from text3d.stages.base import Stage
 from text3d.stages.coarse import CoarseStage
@@ -113,12 +118,23 @@ def new_run_dir(out_dir: str | Path, prompt: str) -> Path:
 def load_guidance(cfg: GenerateConfig, device: torch.device | None = None) -> StableDiffusionGuidance:
     """Load the diffusion model a config names (the only place a run touches the hub)."""
     device = device or resolve_device(cfg.device)
-    return StableDiffusionGuidance.from_pretrained(
-        cfg.model.model_id,
+    model = cfg.model
+    if model.encoder not in ENCODERS:
+        raise ConfigError(f"model.encoder must be one of {', '.join(ENCODERS)}; got {model.encoder!r}")
+    if model.compile not in COMPILE_MODES:
+        raise ConfigError(f"model.compile must be one of {', '.join(COMPILE_MODES)}; got {model.compile!r}")
+    try:
+        dtype = resolve_dtype(model.dtype, device)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    guidance = StableDiffusionGuidance.from_pretrained(
+        model.model_id,
         device=device,
-        dtype=resolve_dtype(cfg.model.dtype, device),
-        local_files_only=cfg.model.local_files_only,
+        dtype=dtype,
+        local_files_only=model.local_files_only,
+        encoder_id=model.taesd_id if model.encoder == "taesd" else None,
     )
+    return guidance.optimize(channels_last=model.channels_last, compile_mode=model.compile)
 
 
 class RunRecord:

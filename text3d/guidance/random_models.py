@@ -175,6 +175,24 @@ def build_random_sd(size: str = "tiny", seed: int = 0, tokenizer_dir: Path | Non
     }
 
 
+def build_random_taesd(size: str = "tiny", seed: int = 0):
+    """An ``AutoencoderTiny`` with random weights: ``taesd`` is the real TAESD architecture (8x downsampling, as
+    the SD 2.1-base VAE); ``tiny`` downsamples by 2 like the tiny VAE, so it fits the tiny UNet."""
+    from diffusers import AutoencoderTiny
+
+    if size not in ("tiny", "taesd"):
+        raise ValueError(f"size must be 'tiny' or 'taesd', got {size!r}")
+    torch.manual_seed(seed)
+    if size == "taesd":
+        return AutoencoderTiny()  # diffusers' defaults are TAESD's architecture
+    return AutoencoderTiny(
+        encoder_block_out_channels=(16, 16),
+        decoder_block_out_channels=(16, 16),
+        num_encoder_blocks=(1, 1),
+        num_decoder_blocks=(1, 1),
+    )
+
+
 def save_random_sd(folder: Path, size: str = "tiny", seed: int = 0) -> Path:
     """Write a random model in diffusers layout, loadable by ``StableDiffusionGuidance.from_pretrained(folder)``."""
     folder = Path(folder)
