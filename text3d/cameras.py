@@ -17,6 +17,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from text3d.devices import upload
+
 VIEW_NAMES = ("front", "side", "back", "overhead")
 """View-direction labels, in the order used by :func:`view_direction_ids` and the prompt embeddings."""
 
@@ -68,7 +70,7 @@ class Cameras:
 
     def to(self, device: torch.device | str) -> Cameras:
         return Cameras(
-            *(t.to(device) for t in (self.c2w, self.fovy, self.elevation, self.azimuth, self.distance))
+            *(upload(t, device) for t in (self.c2w, self.fovy, self.elevation, self.azimuth, self.distance))
         )
 
     def __getitem__(self, idx: int | slice) -> Cameras:

@@ -236,7 +236,11 @@ class Trainer:
         self.callback = callback
         self.device = _device_of(stage)
         scfg = stage.cfg.optim
-        self.optimizer = torch.optim.Adam(stage.parameter_groups(), betas=scfg.betas, eps=scfg.eps)
+        # fused: one kernel per step for all parameters, and the step count stays on the device (the default
+        # for-each Adam reads it on the host every step).
+        self.optimizer = torch.optim.Adam(
+            stage.parameter_groups(), betas=scfg.betas, eps=scfg.eps, fused=True
+        )
         self.step = 0
         self.ckpt_path = checkpoint_path(self.run_dir, stage.name)
 

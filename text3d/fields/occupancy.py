@@ -36,6 +36,19 @@ class OccupancyGrid(nn.Module):
         self.register_buffer("density", torch.zeros(r, r, r))
         self.register_buffer("occupied", torch.ones(r, r, r, dtype=torch.bool))
         self.register_buffer("initialised", torch.zeros((), dtype=torch.bool))
+        self._initialised_host: bool | None = False
+        """Host copy of ``initialised``, so the training step never reads the buffer back; ``None`` after a
+        ``load_state_dict`` until the first look (one read per load, not per step)."""
+        self.register_load_state_dict_post_hook(
+            lambda module, _keys: setattr(module, "_initialised_host", None)
+        )
+
+    @property
+    def ready(self) -> bool:
+        """Whether the grid holds densities (it does after the first :meth:`update` or a checkpoint load)."""
+        if self._initialised_host is None:
+            self._initialised_host = bool(self.initialised)
+        return self._initialised_host
 
     def cell_index(self, pts: Float[Tensor, "*N 3"]) -> tuple[Tensor, Tensor, Tensor]:
         r = self.cfg.resolution
@@ -55,9 +68,10 @@ class OccupancyGrid(nn.Module):
         offset = torch.rand(grid.shape, device=dev) if jitter else torch.full_like(grid, 0.5)
         pts = ((grid + offset) / r * 2.0 - 1.0) * self.bound
         fresh = density_fn(pts).reshape(r, r, r).float()
-        if bool(self.initialised):
+        if self.ready:
             self.density.copy_(torch.maximum(self.density * self.cfg.decay, fresh))
         else:
             self.density.copy_(fresh)
             self.initialised.fill_(True)
+            self._initialised_host = True
         self.occupied.copy_(self.density > self.cfg.density_threshold)

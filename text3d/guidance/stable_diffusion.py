@@ -162,6 +162,10 @@ class StableDiffusionGuidance:
         self._unet_forward = unet
         self._encoder_forward = self._encode_raw
         self._cache: dict[tuple[str, str], TextEmbeddings] = {}
+        self._negative_views = torch.tensor(
+            [NEGATIVE_VIEWS[v] for v in range(len(NEGATIVE_VIEWS))], device=self.device
+        )
+        """``[V, 2]`` Perp-Neg negative view ids per view id, made once rather than copied up every step."""
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -375,8 +379,7 @@ class StableDiffusionGuidance:
             cond = text.plain.expand(b, -1, -1)
         uncond = text.uncond.expand(b, -1, -1)
         if cfg.perp_neg and ids is not None:
-            table = torch.tensor([NEGATIVE_VIEWS[v] for v in range(len(NEGATIVE_VIEWS))], device=ids.device)
-            neg_ids = table[ids]  # [B, 2], no host sync
+            neg_ids = self._negative_views.to(ids.device)[ids]  # [B, 2], no host sync
             negs = [text.views[neg_ids[:, k]] for k in range(neg_ids.shape[1])]
             k = len(negs)
             emb = torch.cat([cond, uncond, *negs])

@@ -15,6 +15,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from text3d.cameras import Cameras
+from text3d.devices import upload
 
 
 class ShadingMode(enum.Enum):
@@ -56,9 +57,9 @@ def sample_shading(
     b = len(cameras)
     # Random numbers come from the CPU stream (so they are the same on any device); the light positions are
     # built on the cameras' device without copying anything back to the host.
-    jitter = torch.randn(b, 3, generator=generator).to(cameras.device)
+    jitter = upload(torch.randn(b, 3, generator=generator), cameras.device)
     lo, hi = cfg.light_distance_range
-    dist = (lo + (hi - lo) * torch.rand(b, 1, generator=generator)).to(cameras.device)
+    dist = upload(lo + (hi - lo) * torch.rand(b, 1, generator=generator), cameras.device)
     cam_dir = F.normalize(cameras.positions, dim=-1)
     lights = F.normalize(cam_dir + cfg.light_perturb * jitter, dim=-1) * dist
     if u[0] < cfg.albedo_prob:

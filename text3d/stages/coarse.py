@@ -43,7 +43,7 @@ class CoarseStage(Stage):
 
     def before_step(self, step: int) -> None:
         if self.occupancy is not None and (
-            step % self.cfg.occupancy.update_every == 0 or not self.occupancy.initialised
+            step % self.cfg.occupancy.update_every == 0 or not self.occupancy.ready
         ):
             self.occupancy.update(self.field.density)
 
