@@ -63,7 +63,7 @@ def test_channels_last_and_compile_leave_sds_unchanged():
     assert fast._unet_forward is not fast.unet  # the compiled module is what runs
     for _ in range(2):  # the first call compiles, the second runs the compiled code
         _assert_same_step(_sds_step(fast, text), ref)
-    with pytest.raises(ValueError, match="model.compile must be one of"):
+    with pytest.raises(ConfigError, match="model.compile must be one of"):
         fast.optimize(compile_mode="fastest")
 
 

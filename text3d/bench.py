@@ -26,6 +26,7 @@ from text3d.guidance.random_models import build_random_sd, build_random_taesd
 from text3d.guidance.stable_diffusion import (
     ModelConfig,
     StableDiffusionGuidance,
+    check_model_config,
     resolve_dtype,
 )
 from text3d.io import write_json, write_text
@@ -53,7 +54,8 @@ class BenchConfig:
     """Peak for utilisation; ``None``: from :data:`PEAK_TFLOPS` by GPU name (no utilisation on unknown devices)."""
     out_dir: str = "bench/results"
     profile: bool = False
-    """Also profile one step per stage: ``<out_dir>/<date>-<device>-profile-<stage>.txt`` and ``profile_top``."""
+    """Also profile one step per stage into ``<out_dir>/<date>-<device>-profile-<stage>-<settings>.txt`` (named in
+    the record's ``profile``), and name its three biggest costs in ``profile_top``."""
     run: GenerateConfig = field(default_factory=GenerateConfig)
     """Stage settings (the defaults a user's run gets)."""
 
@@ -120,20 +122,16 @@ def load_random_guidance(
     """The random-weight model of ``size``, with the run's encoder choice and speed settings (``model``) applied as
     :func:`text3d.pipeline.load_guidance` applies them to a downloaded one."""
     model = model or ModelConfig()
+    check_model_config(model)
     parts = build_random_sd(size)
     if model.encoder == "taesd":
         parts["vae"] = build_random_taesd("taesd" if size == "sd21-base" else "tiny")
-    elif model.encoder != "vae":
-        raise ConfigError(f"model.encoder must be one of vae, taesd; got {model.encoder!r}")
     del parts["vae"].decoder  # as from_pretrained: SDS never decodes
     for name in ("unet", "vae", "text_encoder"):
         parts[name].to(device=device, dtype=dtype)
-    try:
-        return StableDiffusionGuidance(**parts).optimize(
-            channels_last=model.channels_last, compile_mode=model.compile
-        )
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
+    return StableDiffusionGuidance(**parts).optimize(
+        channels_last=model.channels_last, compile_mode=model.compile
+    )
 
 
 def bench_stage(
@@ -157,10 +155,7 @@ def bench_stage(
 def run_bench(cfg: BenchConfig, write: bool = True) -> tuple[list[dict], Path | None]:
     """Benchmark the requested stages; returns the new records and the JSON file they were appended to."""
     device = resolve_device(cfg.device)
-    try:
-        dtype = resolve_dtype(cfg.dtype or cfg.run.model.dtype, device)
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
+    dtype = resolve_dtype(cfg.dtype or cfg.run.model.dtype, device)
     name = device_name(device)
     peak = cfg.peak_tflops
     if peak is None:
@@ -191,9 +186,15 @@ def run_bench(cfg: BenchConfig, write: bool = True) -> tuple[list[dict], Path | 
             it_per_s, ms = bench_stage(trainer, cfg.warmup, cfg.steps, device)
             flops = _count_flops(trainer)
             achieved = flops * it_per_s / 1e12
-            top = None
+            top = profile_path = None
             if cfg.profile:
-                top = profile_step(trainer, device, Path(cfg.out_dir) / f"{stem}-profile-{stage.name}.txt")
+                tag = "-".join(
+                    [cfg.size, str(dtype).replace("torch.", ""), cfg.run.model.encoder]
+                    + ([] if guidance.memory_format == torch.channels_last else ["nchw"])
+                    + ([] if cfg.run.model.compile == "off" else [cfg.run.model.compile])
+                )
+                profile_path = Path(cfg.out_dir) / f"{stem}-profile-{stage.name}-{tag}.txt"
+                top = profile_step(trainer, device, profile_path)
             records.append(
                 {
                     "device": name,
@@ -217,6 +218,7 @@ def run_bench(cfg: BenchConfig, write: bool = True) -> tuple[list[dict], Path | 
                     "tflop_per_iter": round(flops / 1e12, 4),
                     "achieved_tflops": round(achieved, 3),
                     "utilisation": None if peak is None else round(achieved / peak, 4),
+                    "profile": None if profile_path is None else profile_path.name,
                     "profile_top": top,
                     "date": _dt.date.today().isoformat(),
                 }

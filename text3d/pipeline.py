@@ -32,12 +32,7 @@ from text3d.config import GenerateConfig, load_config, save_config
 from text3d.errors import Cancelled, ConfigError, ExportError, PromptError, RunDirError
 from text3d.export.exporter import ExportConfig, export_stage, validate_config
 from text3d.export.video import turntable_frames, write_video
-from text3d.guidance.stable_diffusion import (
-    COMPILE_MODES,
-    ENCODERS,
-    StableDiffusionGuidance,
-    resolve_dtype,
-)
+from text3d.guidance.stable_diffusion import StableDiffusionGuidance, check_model_config, resolve_dtype
 from text3d.io import write_json
 from text3d.stages.base import Stage
 from text3d.stages.coarse import CoarseStage
@@ -119,18 +114,11 @@ def load_guidance(cfg: GenerateConfig, device: torch.device | None = None) -> St
     """Load the diffusion model a config names (the only place a run touches the hub)."""
     device = device or resolve_device(cfg.device)
     model = cfg.model
-    if model.encoder not in ENCODERS:
-        raise ConfigError(f"model.encoder must be one of {', '.join(ENCODERS)}; got {model.encoder!r}")
-    if model.compile not in COMPILE_MODES:
-        raise ConfigError(f"model.compile must be one of {', '.join(COMPILE_MODES)}; got {model.compile!r}")
-    try:
-        dtype = resolve_dtype(model.dtype, device)
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
+    check_model_config(model)
     guidance = StableDiffusionGuidance.from_pretrained(
         model.model_id,
         device=device,
-        dtype=dtype,
+        dtype=resolve_dtype(model.dtype, device),
         local_files_only=model.local_files_only,
         encoder_id=model.taesd_id if model.encoder == "taesd" else None,
     )
