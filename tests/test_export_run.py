@@ -15,7 +15,7 @@ from text3d.cli import main
 from text3d.config import save_config
 from text3d.io import write_json
 from text3d.stages.coarse import CoarseStage
-from text3d.trainer import save_checkpoint
+from text3d.trainer import read_checkpoint_meta, save_checkpoint
 
 
 def glb_json(path: Path) -> dict:
@@ -133,3 +133,54 @@ def test_generate_survives_an_export_with_nothing_to_show(make_config, tiny_guid
     assert record["status"] == "completed" and "is empty" in record["export"]["error"]
     assert "meshes" not in record["outputs"]
     assert not (result.run_dir / "mesh").exists()
+
+
+def test_cancel_reaches_the_turntable_and_the_export_and_the_run_resumes(make_config, tiny_guidance):
+    """After a stage's last step the pipeline still reports (turntable frames, export phases), so a cancel raised by
+    the callback stops those too: nothing half-written is left, run.json says cancelled, and a resume finishes."""
+    from text3d.errors import Cancelled
+    from text3d.pipeline import generate, resume
+
+    cfg = make_config(
+        "a small red cube", **{"coarse__steps": "2", "refine__steps": "2", "trainer__video_frames": "3"}
+    )
+    seen: list[tuple[str, str]] = []
+
+    def cancel_at(text: str):
+        def callback(progress):
+            seen.append((progress.stage, progress.message))
+            if progress.message == text:
+                raise Cancelled()
+
+        return callback
+
+    run_dir = cfg.out_dir
+    with pytest.raises(Cancelled):
+        generate(cfg, guidance=tiny_guidance, callback=cancel_at("rendering the turntable, frame 2 / 3"))
+    (run,) = Path(run_dir).iterdir()
+    assert json.loads((run / "run.json").read_text())["status"] == "cancelled"
+    assert not (run / "video").exists()  # frame 1 was rendered; no video file until all frames exist
+    assert read_checkpoint_meta(run / "checkpoints" / "coarse.safetensors")["step"] == 2
+    assert seen[-1] == ("coarse", "rendering the turntable, frame 2 / 3")
+
+    seen.clear()
+    with pytest.raises(Cancelled):
+        resume(run, guidance=tiny_guidance, callback=cancel_at("exporting the mesh: bake"))
+    assert ("coarse", "") not in seen  # the coarse stage had finished: not trained again
+    assert seen.count(("refine", "")) == 2  # the fine stage trained its 2 steps
+    assert [m for _, m in seen if m.startswith("exporting")] == [
+        "exporting the mesh: surface",
+        "exporting the mesh: clean",
+        "exporting the mesh: unwrap",
+        "exporting the mesh: bake",
+    ]
+    assert json.loads((run / "run.json").read_text())["status"] == "cancelled"
+    assert sorted(p.name for p in (run / "video").iterdir()) == [
+        "coarse-turntable.mp4",
+        "refine-turntable.mp4",
+    ]
+    assert not (run / "mesh").exists() or not any((run / "mesh").iterdir())
+
+    result = resume(run, guidance=tiny_guidance, callback=cancel_at("never"))
+    assert result.status == "completed" and [p.suffix for p in result.meshes] == [".glb", ".obj"]
+    assert json.loads((run / "run.json").read_text())["status"] == "completed"

@@ -22,7 +22,8 @@ import logging
 import os
 import platform
 import re
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,7 +38,7 @@ from text3d.io import write_json
 from text3d.stages.base import Stage
 from text3d.stages.coarse import CoarseStage
 from text3d.stages.refine import RefineStage
-from text3d.trainer import Callback, Trainer, auto_size, checkpoint_path, read_checkpoint_meta
+from text3d.trainer import Callback, Progress, Trainer, auto_size, checkpoint_path, read_checkpoint_meta
 
 _SLUG_MAX = 48
 MESH_DIR = "mesh"
@@ -239,9 +240,8 @@ def generate(
 
 def _run_stages(cfg, device, guidance, text, run_dir, record, result, callback) -> None:
     try:
-        torch.manual_seed(
-            cfg.seed
-        )  # stage construction draws initial weights: make it a function of the seed
+        # stage construction draws initial weights: make it a function of the seed
+        torch.manual_seed(cfg.seed)
         stages = build_stages(cfg)
         previous: Stage | None = None
         for index, stage in enumerate(stages):
@@ -251,13 +251,18 @@ def _run_stages(cfg, device, guidance, text, run_dir, record, result, callback) 
             stage.to(device)
             trainer = Trainer(stage, guidance, text, run_dir, cfg.trainer, callback)
             trainer.resume()
+            t_stage = time.perf_counter()
             trainer.fit()
             record.data["stages"][stage.name] = {"step": trainer.step, "total": stage.cfg.steps}
             record.update()
+            finishing = _finishing_reporter(callback, stage.name, trainer.step, stage.cfg.steps, t_stage)
             frames = turntable_frames(
                 stage,
                 auto_size(cfg.trainer.video_frames, 60, 24, device),
                 auto_size(cfg.trainer.video_res, 256, stage.cfg.resolution, device),
+                on_frame=lambda i, n, report=finishing: report(
+                    f"rendering the turntable, frame {i + 1} / {n}"
+                ),
             )
             result.video = write_video(
                 frames, run_dir / "video" / f"{stage.name}-turntable.mp4", cfg.trainer.video_fps
@@ -266,7 +271,8 @@ def _run_stages(cfg, device, guidance, text, run_dir, record, result, callback) 
             record.update()
             previous = stage
         if previous is not None and cfg.export.enabled:
-            _export_after_training(previous, cfg.export, run_dir, record, result)
+            on_phase = lambda phase: finishing(f"exporting the mesh: {phase}")  # noqa: E731
+            _export_after_training(previous, cfg.export, run_dir, record, result, on_phase)
     except Cancelled:
         record.update(status="cancelled")
         raise
@@ -275,15 +281,35 @@ def _run_stages(cfg, device, guidance, text, run_dir, record, result, callback) 
         raise
 
 
+def _finishing_reporter(callback: Callback | None, stage: str, step: int, total: int, t_stage: float):
+    """``report(message)``: tells the callback what the run does after a stage's last step (turntable frames, export
+    phases), so a progress display stays live and a cancel raised by the callback stops the video or the export
+    too. A cancelled export leaves no mesh file; the video is written only once all its frames exist."""
+
+    def report(message: str) -> None:
+        if callback is not None:
+            elapsed = time.perf_counter() - t_stage
+            callback(Progress(stage, step, total, None, elapsed, None, message=message))
+
+    return report
+
+
 def _export_after_training(
-    stage: Stage, cfg: ExportConfig, run_dir: Path, record: RunRecord, result: RunResult
+    stage: Stage,
+    cfg: ExportConfig,
+    run_dir: Path,
+    record: RunRecord,
+    result: RunResult,
+    on_phase: Callable[[str], None] | None = None,
 ) -> None:
     """Export the final stage into ``<run>/mesh/``. An :class:`ExportError` (e.g. nothing visible to export) does
     not fail a run whose training completed: it is logged and kept in ``run.json``, and ``text3d export`` can be
     run again with other settings."""
     try:
         extras = _asset_extras(record.data)
-        exported = export_stage(stage, run_dir / MESH_DIR, run_dir.name, cfg, extras=extras)
+        exported = export_stage(
+            stage, run_dir / MESH_DIR, run_dir.name, cfg, extras=extras, on_phase=on_phase
+        )
     except ExportError as err:
         log.warning("mesh export failed: %s (retry with: text3d export %s --threshold ...)", err, run_dir)
         record.update(export={"error": str(err)})

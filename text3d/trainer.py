@@ -68,6 +68,7 @@ class Progress:
     preview: Path | None = None
     """Set on the steps that wrote a new preview image."""
     message: str = ""
+    """Set (and no step trained) while the pipeline renders a stage's turntable or exports the mesh."""
 
 
 Callback = Callable[[Progress], None]

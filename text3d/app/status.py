@@ -41,8 +41,10 @@ def describe(snap: JobSnapshot, export_error: str | None = None) -> str:
         stage = p.stage
         if p.stage in snap.stages and len(snap.stages) > 1:
             stage = f"{p.stage} ({snap.stages.index(p.stage) + 1} of {len(snap.stages)})"
+        if p.message:  # after the stage's last step: turntable frames, export phases
+            return f"**Running** · stage {stage} · {p.message} · elapsed {format_duration(p.elapsed_s)}{stopping}"
         finishing = ""
-        if p.step >= p.total:  # the pipeline reports no steps while it renders the video and exports
+        if p.step >= p.total:  # the last step is done; the turntable (and after the last stage the export) follow
             last = not snap.stages or p.stage == snap.stages[-1]
             finishing = " · rendering the turntable" + (" and exporting the mesh…" if last else "…")
         return (

@@ -404,8 +404,9 @@ def _run_item(
 
     def counting(progress: Progress) -> None:
         nonlocal steps
-        steps += 1
-        resumed_from.setdefault(progress.stage, progress.step - 1)
+        if not progress.message:  # a trained step (messages report the turntable and export phases)
+            steps += 1
+            resumed_from.setdefault(progress.stage, progress.step - 1)
         if callback is not None:
             callback(progress)
 

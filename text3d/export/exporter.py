@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,6 +50,13 @@ from text3d.export.writers import TexturedMesh, staged_files, write_glb, write_o
 log = logging.getLogger(__name__)
 
 FORMATS = ("glb", "obj", "ply")
+
+PhaseHook = Callable[[str], None]
+"""Called with an export phase's name before the phase starts; raising from it stops the export."""
+
+
+def _no_hook(phase: str) -> None:
+    pass
 
 
 @dataclass(frozen=True)
@@ -147,6 +155,7 @@ def export_mesh(
     cfg: ExportConfig = ExportConfig(),
     device: torch.device | str = "cpu",
     extras: dict | None = None,
+    on_phase: PhaseHook | None = None,
 ) -> ExportResult:
     """Clean, decimate, unwrap, bake and write a mesh given in the field's frame.
 
@@ -158,6 +167,8 @@ def export_mesh(
         name: asset name; the files are ``<name>.glb``, ``<name>.obj``, ``<name>.mtl``, ``<name>_albedo.png``,
             ``<name>.ply``.
         extras: JSON-safe metadata for the GLB (``asset.extras``).
+        on_phase: called with each phase's name (``clean``, ``unwrap``, ``bake``, ``write``) before it starts; it
+            may raise to stop the export (the web app's cancel), which leaves no file behind.
 
     Raises:
         ExportError: empty or degenerate geometry, a bad setting. No file is left behind.
@@ -165,7 +176,9 @@ def export_mesh(
     validate_config(cfg)
     formats = parse_formats(cfg.formats)
     name = asset_name(name)
+    phase = on_phase or _no_hook
     seconds: dict[str, float] = {}
+    phase("clean")
     t0 = time.perf_counter()
     verts, faces = clean_mesh(np.asarray(verts), np.asarray(faces), cfg.min_component_fraction)
     verts, faces = decimate(verts, faces, cfg.target_faces)
@@ -173,9 +186,11 @@ def export_mesh(
     normals = vertex_normals(verts, faces)
     seconds["clean"] = time.perf_counter() - t0
 
+    phase("unwrap")
     t0 = time.perf_counter()
     uvmesh = unwrap(verts, faces, cfg.texture_size, cfg.uv_padding)
     seconds["unwrap"] = time.perf_counter() - t0
+    phase("bake")
     t0 = time.perf_counter()
     baked = bake_texture(uvmesh, albedo_fn, cfg.texture_size, device)
     png = encode_png(to_uint8(baked.image))
@@ -191,6 +206,7 @@ def export_mesh(
         name=name,
         extras={"units": "metres", "up": "+Y", "front": "+Z", **(extras or {})},
     )
+    phase("write")
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
     files: list[Path] = []
@@ -237,6 +253,7 @@ def export_density(
     n_samples: int = 64,
     device: torch.device | str = "cpu",
     extras: dict | None = None,
+    on_phase: PhaseHook | None = None,
 ) -> ExportResult:
     """Export the isosurface of a density field (a coarse-only run).
 
@@ -244,11 +261,14 @@ def export_density(
         bound: the field lives in ``[-bound, bound]^3``.
         cameras: views for the ``auto`` threshold (default: :func:`threshold_cameras` of the default sampler).
         n_samples: samples per ray of the volume renderer whose opacity the ``auto`` threshold reproduces.
+        on_phase: as in :func:`export_mesh`, with the phases ``threshold`` and ``isosurface`` first.
 
     Raises:
         ExportError: the renders or the isosurface are empty (no files are written).
     """
     validate_config(cfg)
+    phase = on_phase or _no_hook
+    phase("threshold")
     t0 = time.perf_counter()
     iou = None
     if cfg.threshold == "auto":
@@ -262,6 +282,7 @@ def export_density(
     else:
         level = float(cfg.threshold)
     t_thr = time.perf_counter() - t0
+    phase("isosurface")
     t0 = time.perf_counter()
     verts, faces = extract_isosurface(density_fn, bound, cfg.grid_resolution, level, device)
     t_iso = time.perf_counter() - t0
@@ -271,7 +292,15 @@ def export_density(
             f"{cfg.grid_resolution} grid); train longer or set export.threshold lower"
         )
     result = export_mesh(
-        verts, faces, albedo_fn, out_dir, name, cfg, device, {"density_threshold": level, **(extras or {})}
+        verts,
+        faces,
+        albedo_fn,
+        out_dir,
+        name,
+        cfg,
+        device,
+        {"density_threshold": level, **(extras or {})},
+        on_phase,
     )
     result.threshold, result.threshold_iou = level, iou
     result.seconds = {"threshold": t_thr, "isosurface": t_iso, **result.seconds}
@@ -303,9 +332,12 @@ def export_stage(
     name: str,
     cfg: ExportConfig = ExportConfig(),
     extras: dict | None = None,
+    on_phase: PhaseHook | None = None,
 ) -> ExportResult:
     """Export a trained stage: its own surface when it has one (the fine stage's ``export_mesh()``), otherwise
-    the isosurface of its density (the coarse stage). Colour always comes from the stage's albedo field."""
+    the isosurface of its density (the coarse stage). Colour always comes from the stage's albedo field.
+    ``on_phase`` is passed on to :func:`export_mesh` / :func:`export_density` (``surface`` first, for the fine
+    stage's mesh extraction)."""
     param = next(stage.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     was_training = stage.training
@@ -313,6 +345,7 @@ def export_stage(
     try:
         with torch.no_grad():
             if hasattr(stage, "export_mesh"):
+                (on_phase or _no_hook)("surface")
                 mesh = stage.export_mesh()
                 verts = mesh.verts.detach().float().cpu().numpy()
                 faces = mesh.faces.detach().long().cpu().numpy()
@@ -321,7 +354,7 @@ def export_stage(
                         f"the {stage.name} stage's surface is empty; nothing to export (its SDF has no zero "
                         "crossing: train longer or check the coarse stage it started from)"
                     )
-                return export_mesh(verts, faces, stage.albedo, out_dir, name, cfg, device, extras)
+                return export_mesh(verts, faces, stage.albedo, out_dir, name, cfg, device, extras, on_phase)
             fld = stage.field
             cameras = threshold_cameras(stage.cfg.cameras, cfg.threshold_views, device)
             return export_density(
@@ -335,6 +368,7 @@ def export_stage(
                 n_samples=stage.cfg.renderer.n_samples,
                 device=device,
                 extras=extras,
+                on_phase=on_phase,
             )
     finally:
         stage.train(was_training)

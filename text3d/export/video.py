@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -16,15 +17,24 @@ log = logging.getLogger(__name__)
 
 
 def turntable_frames(
-    stage, n_frames: int, res: int, mode: ShadingMode = ShadingMode.ALBEDO
+    stage,
+    n_frames: int,
+    res: int,
+    mode: ShadingMode = ShadingMode.ALBEDO,
+    on_frame: Callable[[int, int], None] | None = None,
 ) -> list[np.ndarray]:
-    """``n_frames`` uint8 ``[res, res, 3]`` renders around the object, from the stage's evaluation camera."""
+    """``n_frames`` uint8 ``[res, res, 3]`` renders around the object, from the stage's evaluation camera.
+
+    ``on_frame(i, n)`` is called before frame ``i`` (from 0); it may raise to stop (the web app's cancel).
+    """
     cfg = stage.cfg.cameras
     device = next(stage.parameters()).device
     cams = turntable_cameras(n_frames, cfg.eval_elevation, cfg.eval_distance, cfg.eval_fovy, device=device)
     frames = []
     with torch.no_grad():
         for i in range(n_frames):
+            if on_frame is not None:
+                on_frame(i, n_frames)
             cam = cams[i]
             shading = ShadingParams(
                 mode, cam.positions * 1.5, stage.cfg.shading.ambient, stage.cfg.shading.diffuse
