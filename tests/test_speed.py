@@ -85,9 +85,10 @@ def test_taesd_encoder_loads_from_a_folder_and_carries_the_sds_gradient(
     x = torch.rand(1, 3, 32, 32)
     z1, z2 = g.encode_images(x), g.encode_images(x)
     assert z1.shape == (1, 4, 16, 16)
-    torch.testing.assert_close(
-        z1, z2, rtol=0, atol=0
-    )  # TAESD latents are deterministic: no posterior to sample
+    # TAESD latents are deterministic (no posterior to sample) and are what diffusers' own encode() returns
+    torch.testing.assert_close(z1, z2, rtol=0, atol=0)
+    ref = g.vae.encode((x * 2 - 1).contiguous(memory_format=torch.channels_last)).latents
+    torch.testing.assert_close(z1, ref * g.vae.config.scaling_factor, rtol=1e-5, atol=1e-6)
 
     text = g.prepare_text("a red apple")
     loss, grad = _sds_step(g, text)
