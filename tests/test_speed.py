@@ -117,6 +117,7 @@ SYNC_OPS = {
     "masked_select",
     "_unique2",
     "unique_dim",
+    "unique_consecutive",
     "is_nonzero",
     "equal",
 }
