@@ -54,8 +54,8 @@ class BenchConfig:
     """Peak for utilisation; ``None``: from :data:`PEAK_TFLOPS` by GPU name (no utilisation on unknown devices)."""
     out_dir: str = "bench/results"
     profile: bool = False
-    """Also profile one step per stage into ``<out_dir>/<date>-<device>-profile-<stage>-<settings>.txt`` (named in
-    the record's ``profile``), and name its three biggest costs in ``profile_top``."""
+    """Also profile one step per stage into ``<out_dir>/<date>-<device>-profile-<stage>-<settings>-<HHMMSS>.txt``
+    (named in the record's ``profile``), and name its three biggest costs in ``profile_top``."""
     run: GenerateConfig = field(default_factory=GenerateConfig)
     """Stage settings (the defaults a user's run gets)."""
 
@@ -193,7 +193,8 @@ def run_bench(cfg: BenchConfig, write: bool = True) -> tuple[list[dict], Path | 
                     + ([] if guidance.memory_format == torch.channels_last else ["nchw"])
                     + ([] if cfg.run.model.compile == "off" else [cfg.run.model.compile])
                 )
-                profile_path = Path(cfg.out_dir) / f"{stem}-profile-{stage.name}-{tag}.txt"
+                clock = _dt.datetime.now().strftime("%H%M%S")  # several runs a day never overwrite each other
+                profile_path = Path(cfg.out_dir) / f"{stem}-profile-{stage.name}-{tag}-{clock}.txt"
                 top = profile_step(trainer, device, profile_path)
             records.append(
                 {
