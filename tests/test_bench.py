@@ -48,7 +48,9 @@ def test_bench_harness_writes_complete_records(tmp_path, capsys):
         assert r["settings"]["model_size"] == "tiny" and r["settings"]["resolution"] > 0
         assert r["stage"] in out
         # (c) the profile of one step: a table with the step's sections as ranges, and its three biggest ops
-        assert re.fullmatch(rf"{files[0].stem}-profile-{r['stage']}-tiny-float32-vae-\d{{6}}\.txt", r["profile"])
+        assert re.fullmatch(
+            rf"{files[0].stem}-profile-{r['stage']}-tiny-float32-vae-\d{{6}}\.txt", r["profile"]
+        )
         table = (tmp_path / r["profile"]).read_text()
         assert "Self CPU" in table and "text3d.unet" in table and "text3d.backward" in table
         assert len(r["profile_top"]) == 3 and all(t["ms"] > 0 for t in r["profile_top"])

@@ -91,39 +91,43 @@ class HashGridEncoding(nn.Module):
                 -cfg.init_scale, cfg.init_scale
             )
         )
-        corners = torch.tensor([[(i >> 2) & 1, (i >> 1) & 1, i & 1] for i in range(8)], dtype=torch.long)
-        self.register_buffer("corners", corners, persistent=False)  # [8, 3]
-        self.register_buffer("primes", torch.tensor(_PRIMES, dtype=torch.long), persistent=False)
+        # Per-level constants as tensors, so one pass covers all levels (a few dozen kernels instead of ~400).
+        n_dense = sum(dense)
+        if dense != [True] * n_dense + [False] * (cfg.n_levels - n_dense):
+            raise AssertionError("dense levels must come first")  # resolutions grow with the level
+        self.n_dense = n_dense
+        strides = torch.tensor([[1, r + 1, (r + 1) ** 2] for r in resolutions[:n_dense]], dtype=torch.long)
+        self.register_buffer("res", torch.tensor(resolutions, dtype=torch.float32), persistent=False)  # [L]
+        self.register_buffer("dense_strides", strides.reshape(n_dense, 3), persistent=False)  # [Ld, 3]
+        self.register_buffer("primes", torch.tensor(_PRIMES, dtype=torch.long), persistent=False)  # [3]
+        self.register_buffer("hash_sizes", torch.tensor(sizes[n_dense:], dtype=torch.long), persistent=False)
+        self.register_buffer("level_offsets", torch.tensor(offsets[:-1], dtype=torch.long), persistent=False)
 
     @property
     def output_dim(self) -> int:
         return self.cfg.output_dim
 
-    def _level_index(self, level: int, cell: Tensor) -> Tensor:
-        """Table rows ``[N, 8]`` for the integer corner coordinates ``cell`` ``[N, 8, 3]`` of one level."""
-        res = self.resolutions[level]
-        if self.dense[level]:
-            stride = res + 1
-            idx = cell[..., 0] + stride * (cell[..., 1] + stride * cell[..., 2])
-        else:
-            h = cell * self.primes
-            idx = torch.bitwise_xor(torch.bitwise_xor(h[..., 0], h[..., 1]), h[..., 2]) % self.sizes[level]
-        return idx + self.offsets[level]
+    @staticmethod
+    def _corners(per_axis: Tensor, combine) -> Tensor:
+        """``[N, L, 3, 2]`` per-axis values (lower, upper corner) -> ``[N, L, 8]`` over the cell's corners, corner
+        ``i`` taking axis x from bit 2, y from bit 1 and z from bit 0 of ``i``."""
+        xs = per_axis[:, :, 0, :, None, None]
+        ys = per_axis[:, :, 1, None, :, None]
+        zs = per_axis[:, :, 2, None, None, :]
+        return combine(combine(xs, ys), zs).flatten(2)
 
     def forward(self, x: Float[Tensor, "N 3"]) -> Float[Tensor, "N F"]:
         """Encode positions already normalised to ``[0, 1]^3`` (values outside are clamped)."""
         x = x.clamp(0.0, 1.0)
-        rows, weights = [], []
-        c = self.corners.to(x.dtype)  # [8, 3]
-        for level, res in enumerate(self.resolutions):
-            scaled = x * res
-            base = scaled.detach().floor().clamp(max=res - 1)
-            frac = scaled - base  # [N, 3], differentiable w.r.t. x
-            cell = base.long()[:, None, :] + self.corners  # [N, 8, 3]
-            rows.append(self._level_index(level, cell))  # [N, 8]
-            weights.append((frac[:, None, :] * c + (1 - frac[:, None, :]) * (1 - c)).prod(dim=-1))  # [N, 8]
-        # One gather for all levels: its backward allocates the table-sized gradient once, not once per level.
-        idx = torch.stack(rows, dim=1)  # [N, L, 8]
-        w = torch.stack(weights, dim=1)  # [N, L, 8]
+        res = self.res.to(x.dtype)[:, None]  # [L, 1]
+        scaled = x[:, None, :] * res  # [N, L, 3]
+        base = torch.minimum(scaled.detach().floor(), res - 1)
+        frac = scaled - base  # [N, L, 3], differentiable w.r.t. x
+        cells = base.long()[..., None] + torch.arange(2, device=x.device)  # [N, L, 3, 2]: lower, upper corner
+        d = self.n_dense
+        dense = self._corners(cells[:, :d] * self.dense_strides[:, :, None], torch.add)  # [N, Ld, 8]
+        hashed = self._corners(cells[:, d:] * self.primes[:, None], torch.bitwise_xor)  # [N, Lh, 8]
+        idx = torch.cat([dense, hashed % self.hash_sizes[:, None]], dim=1) + self.level_offsets[:, None]
+        w = self._corners(torch.stack([1.0 - frac, frac], dim=-1), torch.mul)  # [N, L, 8] trilinear weights
         feats = _GatherRows.apply(self.embeddings, idx)  # [N, L, 8, F]
         return (w[..., None] * feats).sum(dim=2).flatten(1)
