@@ -57,3 +57,6 @@ def test_bench_harness_writes_complete_records(tmp_path, capsys):
         assert all(t["op"] in table and not t["op"].startswith("text3d.") for t in r["profile_top"])
         assert f"{r['stage']} profile, biggest costs: {r['profile_top'][0]['op']}" in out
     assert "it/s" in out and "unet ms" in out and str(files[0]) in out
+    assert (
+        "tiny, float32, encoder vae, channels_last, compile off" in out
+    )  # what the figures were measured with

@@ -249,5 +249,9 @@ def format_table(records: list[dict]) -> str:
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
-    device = records[0]["device"] if records else "?"
-    return f"device: {device}\n" + "\n".join(lines)
+    if not records:
+        return "device: ?\n" + "\n".join(lines)
+    st = records[0]["settings"]
+    layout = "channels_last" if st.get("channels_last") else "NCHW"
+    how = f"{st['model_size']}, {st['dtype']}, encoder {st.get('encoder', 'vae')}, {layout}, compile {st.get('compile', 'off')}"
+    return f"device: {records[0]['device']} · {how}\n" + "\n".join(lines)

@@ -44,7 +44,9 @@ def describe(snap: JobSnapshot, export_error: str | None = None) -> str:
         if p.message:  # after the stage's last step: turntable frames, export phases
             return f"**Running** · stage {stage} · {p.message} · elapsed {format_duration(p.elapsed_s)}{stopping}"
         finishing = ""
-        if p.step >= p.total:  # the last step is done; the turntable (and after the last stage the export) follow
+        if (
+            p.step >= p.total
+        ):  # the last step is done; the turntable (and after the last stage the export) follow
             last = not snap.stages or p.stage == snap.stages[-1]
             finishing = " · rendering the turntable" + (" and exporting the mesh…" if last else "…")
         return (
