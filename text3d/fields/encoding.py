@@ -10,6 +10,7 @@ are blended trilinearly, so the output is linear in the table and piecewise tril
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -108,7 +109,7 @@ class HashGridEncoding(nn.Module):
         return self.cfg.output_dim
 
     @staticmethod
-    def _corners(per_axis: Tensor, combine) -> Tensor:
+    def _corners(per_axis: Tensor, combine: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
         """``[N, L, 3, 2]`` per-axis values (lower, upper corner) -> ``[N, L, 8]`` over the cell's corners, corner
         ``i`` taking axis x from bit 2, y from bit 1 and z from bit 0 of ``i``."""
         xs = per_axis[:, :, 0, :, None, None]
