@@ -88,6 +88,43 @@ def test_coverage_and_depth_match_ray_casting(shape):
     assert (pts[~hit] == 0).all()
 
 
+def test_a_triangle_reaching_behind_the_camera_is_clipped_not_dropped():
+    """One vertex behind the camera, two in front: what lies beyond the near plane is drawn (nvdiffrast clips such
+    triangles), with ray-cast coverage, depth and perspective-correct interpolation; closer hits are clipped."""
+    cams = _camera()
+    c2w = cams.c2w[0]
+    eye, right, up, fwd = c2w[:3, 3], c2w[:3, 0], c2w[:3, 1], -c2w[:3, 2]
+    verts = torch.stack(
+        [
+            eye - 0.5 * fwd + 0.2 * up,  # behind the camera
+            eye + 2.0 * fwd - 0.9 * right - 0.6 * up,
+            eye + 2.5 * fwd + 0.8 * right - 0.3 * up,
+        ]
+    )
+    faces = torch.tensor([[0, 1, 2]])
+    clip = _clip(verts, cams.mvp()[0])
+    assert clip[0, 3] < 0 < clip[1:, 3].min()
+    h = w = 64
+    r = rasterize(clip, faces, (h, w), backend="torch")
+    origins, dirs = cams.rays(h, w)
+    t_true = _ray_cast(verts, faces, origins[0], dirs[0])
+    cam_depth_true = t_true * (dirs[0] @ fwd)
+    hit_true = torch.isfinite(t_true) & (cam_depth_true > NEAR)  # nearer than the near plane: clipped
+    hit = r.mask[0, ..., 0] > 0
+    assert hit_true.sum() > 500  # it fills a large part of the picture
+    assert (hit != hit_true).sum() <= 3  # pixel centres on an edge or on the near plane may go either way
+    both = hit & hit_true
+    torch.testing.assert_close(
+        _camera_depth_from_ndc(r.rast[0, ..., 2])[both], cam_depth_true[both], atol=1e-6, rtol=1e-6
+    )
+    pts = interpolate(verts, r, faces)[0]
+    expected = origins[0] + dirs[0] * t_true[..., None]
+    torch.testing.assert_close(pts[both], expected[both], atol=1e-9, rtol=1e-9)
+    # Antialiasing leaves the clipped triangle's image finite and unchanged in its interior.
+    img = antialias(torch.cat([r.mask, pts[None]], dim=-1), r, clip, faces)
+    assert torch.isfinite(img).all()
+
+
 def test_top_row_first_and_pixel_centres():
     """A triangle in the upper half of NDC lands in the top rows; its area in pixels is exact on a grid."""
     h = w = 32

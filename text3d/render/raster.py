@@ -36,15 +36,17 @@ How the twin works and why:
   chunks of at most ``max_fragments`` fragments so memory stays bounded whatever the mesh, and each fragment that
   passes the three edge tests writes ``(depth bits << 32) | triangle`` into a per-pixel int64 z-buffer with
   ``scatter_reduce(amin)``: the nearest triangle wins in one vectorised pass.
-- **Barycentrics** (differentiable): for the winning triangle of each covered pixel, screen-space barycentrics are
-  recomputed from the vertex positions with autograd on, then perspective-corrected. So gradients reach vertex
+- **Barycentrics** (differentiable): for the winning triangle of each covered pixel, perspective-correct
+  barycentrics are recomputed from the clip-space vertex positions with autograd on. So gradients reach vertex
   positions through ``u, v`` and ``z / w`` exactly as through nvdiffrast's rasterize.
 - **Silhouettes** (:func:`antialias`): the analytic edge term of nvdiffrast's antialias. For each pair of
   neighbouring pixels showing different triangles, the nearer triangle's silhouette edge that crosses the segment
   between the two pixel centres blends the two colours by where it crosses. The blend factor is a smooth
   function of the edge's endpoints, so an image loss moves silhouette vertices.
-- Triangles with a vertex at or behind the camera plane (``w <= 0``) are dropped whole, where nvdiffrast clips
-  them; fragments with ``z / w`` outside ``[-1, 1]`` are discarded by both. Text3d's cameras never get that close.
+- Triangles reaching behind the camera (a vertex with ``w <= 0``) are clipped to the near plane for coverage, as
+  nvdiffrast clips them, and their barycentrics come from 2D homogeneous edge functions, which need no division by
+  a vertex's ``w``; fragments with ``z / w`` outside ``[-1, 1]`` are discarded by both. Antialiasing skips edges of
+  such triangles.
 """
 
 from __future__ import annotations
@@ -223,6 +225,32 @@ def _rasterize_torch(pos: Tensor, tri: Tensor, h: int, w: int, max_fragments: in
     return _barycentrics(pos, tri, face, h, w)
 
 
+def _clip_near(v: Float[Tensor, "K 3 4"]) -> tuple[Float[Tensor, "M 3 4"], Int[Tensor, "M"]]:
+    """Clip triangles that reach behind the camera to the near plane ``z = -w`` (where ``w = near > 0``).
+
+    Each triangle has one or two vertices in front of the plane (``z + w >= 0``); what is in front is one triangle or
+    a quad split into two. Returns the pieces in clip space and, for each, the index of its triangle in ``v``. The
+    pieces only decide coverage and depth; barycentrics are taken on the original triangle (:func:`_barycentrics`).
+    """
+    d = v[..., 2] + v[..., 3]  # [K, 3] signed distance to the near plane (clip units)
+    inside = d >= 0
+    odd_inside = inside.sum(-1) == 1  # one vertex in front; otherwise one behind
+    odd = torch.where(odd_inside, inside.long().argmax(-1), (~inside).long().argmax(-1))  # the vertex alone
+    order = (odd[:, None] + torch.arange(3, device=v.device)) % 3  # rotate: the lone vertex first
+    a, b, c = (v.gather(1, order[:, k, None, None].expand(-1, 1, 4))[:, 0] for k in range(3))
+    da, db, dc = (d.gather(1, order[:, k, None])[:, 0, None] for k in range(3))
+    p_ab = a + (b - a) * (da / (da - db))  # where the edges from the lone vertex cross the plane
+    p_ac = a + (c - a) * (da / (da - dc))
+    k = torch.arange(v.shape[0], device=v.device)
+    one = odd_inside
+    pieces = [
+        torch.stack([a[one], p_ab[one], p_ac[one]], dim=1),  # the lone vertex in front: a triangle
+        torch.stack([p_ab[~one], b[~one], c[~one]], dim=1),  # the lone vertex behind: a quad, in two
+        torch.stack([p_ab[~one], c[~one], p_ac[~one]], dim=1),
+    ]
+    return torch.cat(pieces), torch.cat([k[one], k[~one], k[~one]])
+
+
 def _visible_faces(pos: Tensor, tri: Tensor, h: int, w: int, max_fragments: int) -> Tensor:
     """``[B, H*W]`` index of the nearest triangle covering each pixel centre, ``-1`` where none does.
 
@@ -236,25 +264,32 @@ def _visible_faces(pos: Tensor, tri: Tensor, h: int, w: int, max_fragments: int)
     zbuf = torch.full((b * h * w,), empty_key, dtype=torch.int64, device=dev)
     if n_faces == 0:
         return torch.full((b, h * w), -1, dtype=torch.long, device=dev)
-    v = pos.float()[:, tri]  # [B, F, 3, 4]
-    front = (v[..., 3] > 0).all(dim=-1)  # [B, F]
-    scr = _to_pixels(v, h, w)  # [B, F, 3, 3]
-    scr = torch.where(front[..., None, None], scr, torch.zeros_like(scr))
-    x, y, z = (t.contiguous() for t in scr.unbind(-1))  # each [B, F, 3]
+    v = pos.float()[:, tri].reshape(b * n_faces, 3, 4)  # [B*F, 3, 4]
+    front = (v[..., 3] > 0).all(dim=-1)  # [B*F]
+    # Triangles reaching behind the camera are clipped to the near plane into pieces that keep their triangle's id.
+    behind = ~front & ((v[..., 2] + v[..., 3]) >= 0).any(dim=-1)
+    src = torch.arange(b * n_faces, device=dev)
+    if bool(behind.any()):
+        pieces, parent = _clip_near(v[behind])
+        v = torch.cat([v[front], pieces])
+        src = torch.cat([src[front], src[behind][parent]])
+    scr = _to_pixels(v, h, w)  # [P, 3, 3]
+    scr = torch.where((v[..., 3] > 0).all(-1)[:, None, None], scr, torch.zeros_like(scr))
+    x, y, z = (t.contiguous() for t in scr.unbind(-1))  # each [P, 3]
     xmin = x.amin(-1).ceil().clamp(min=0)
     xmax = x.amax(-1).floor().clamp(max=w - 1)
     ymin = y.amin(-1).ceil().clamp(min=0)
     ymax = y.amax(-1).floor().clamp(max=h - 1)
     x0, y0 = x[..., 0], y[..., 0]
-    area = (x[..., 1] - x0) * (y[..., 2] - y0) - (y[..., 1] - y0) * (x[..., 2] - x0)  # [B, F], 2x signed area
-    valid = front & (area.abs() > 1e-12) & (xmax >= xmin) & (ymax >= ymin)
+    area = (x[..., 1] - x0) * (y[..., 2] - y0) - (y[..., 1] - y0) * (x[..., 2] - x0)  # [P], 2x signed area
+    valid = (v[..., 3] > 0).all(-1) & (area.abs() > 1e-12) & (xmax >= xmin) & (ymax >= ymin)
     valid &= ~((z < -1).all(-1) | (z > 1).all(-1))
-    keep = valid.flatten().nonzero()[:, 0]
+    keep = valid.nonzero()[:, 0]
     if keep.numel() == 0:
         return torch.full((b, h * w), -1, dtype=torch.long, device=dev)
 
     def kept(t: Tensor) -> Tensor:
-        return t.reshape(b * n_faces, *t.shape[2:])[keep]
+        return t[keep]
 
     x, y, z, area = kept(x), kept(y), kept(z), kept(area)  # [K, 3] / [K]
     x0, y0 = x[:, 0], y[:, 0]
@@ -291,8 +326,8 @@ def _visible_faces(pos: Tensor, tri: Tensor, h: int, w: int, max_fragments: int)
     level = torch.ceil(torch.log2(size.float())).long()  # float32: MPS has no float64
     level = level + ((1 << level) < size).long()  # exact ceil(log2) despite rounding
     level = level - ((level > 0) & ((1 << (level - 1).clamp(min=0)) >= size)).long()
-    face_id = keep % n_faces
-    pix_base = (keep // n_faces) * (h * w)
+    face_id = src[keep] % n_faces
+    pix_base = (src[keep] // n_faces) * (h * w)
     for lv in torch.unique(level).tolist():
         tile = 1 << lv
         offs = torch.arange(tile * tile, device=dev)
@@ -329,18 +364,18 @@ def _barycentrics(pos: Tensor, tri: Tensor, face: Tensor, h: int, w: int) -> Ten
     bi, pi = covered.nonzero(as_tuple=True)  # pixels that show a triangle
     f = face[bi, pi]
     v = pos[bi[:, None], tri[f]]  # [N, 3, 4]
-    scr = _to_pixels(v, h, w)  # [N, 3, 3]
-    px = (pi % w).to(pos.dtype)
-    py = (pi // w).to(pos.dtype)
-    x, y = scr[..., 0], scr[..., 1]
-    xa, ya = x.roll(-1, dims=-1), y.roll(-1, dims=-1)
-    xb, yb = x.roll(-2, dims=-1), y.roll(-2, dims=-1)
-    e = (xb - xa) * (py[:, None] - ya) - (yb - ya) * (px[:, None] - xa)  # [N, 3]
-    area = e.sum(dim=-1, keepdim=True)
-    bary = e / area  # screen-space barycentrics
-    zw = (bary * scr[..., 2]).sum(dim=-1)
-    q = bary / v[..., 3]
-    persp = q / q.sum(dim=-1, keepdim=True)  # perspective-correct barycentrics
+    # The pixel centre in NDC, and the 2D homogeneous edge functions (Olano & Greer): with vertices (X, Y, W) in clip
+    # space, lambda_k = det(v_{k+1}, v_{k+2}, p) is proportional to the perspective-correct barycentric of vertex k.
+    # No division by a vertex's w, so a triangle reaching behind the camera (clipped in _visible_faces) is exact.
+    px = ((pi % w).to(pos.dtype) + 0.5) * (2.0 / w) - 1.0
+    py = 1.0 - ((pi // w).to(pos.dtype) + 0.5) * (2.0 / h)
+    x, y, ww = v[..., 0], v[..., 1], v[..., 3]
+    xa, ya, wa = x.roll(-1, dims=-1), y.roll(-1, dims=-1), ww.roll(-1, dims=-1)
+    xb, yb, wb = x.roll(-2, dims=-1), y.roll(-2, dims=-1), ww.roll(-2, dims=-1)
+    px, py = px[:, None], py[:, None]
+    lam = xa * (yb - py * wb) - ya * (xb - px * wb) + wa * (xb * py - yb * px)  # [N, 3]
+    persp = lam / lam.sum(dim=-1, keepdim=True)  # perspective-correct barycentrics
+    zw = (persp * v[..., 2]).sum(dim=-1) / (persp * ww).sum(dim=-1)  # NDC depth z / w at the pixel
     vals = torch.stack([persp[:, 0], persp[:, 1], zw, (f + 1).to(pos.dtype)], dim=-1)  # [N, 4]
     rast = pos.new_zeros(b * h * w, 4).index_put((bi * (h * w) + pi,), vals)
     return rast.reshape(b, h, w, 4)
@@ -515,8 +550,12 @@ def _antialias_torch(color: Tensor, rast: Tensor, pos: Tensor, tri: Tensor, oppo
         cross_nd = cross.detach().masked_fill(~straddles, -float("inf"))
         k = cross_nd.argmax(dim=-1, keepdim=True)  # the first edge the segment leaves the triangle through
         dc = cross.gather(-1, k)[:, 0]
+        # Edges of a triangle (or wing) reaching behind the camera have no meaningful screen position: skip them.
+        in_front = (pos_flat[vid + base][..., 3] > 0).all(-1)
+        in_front &= (pos_flat[torch.where(opp >= 0, opp, vid) + base][..., 3] > 0).all(-1)
         ok = (
-            straddles.gather(-1, k)[:, 0]
+            in_front
+            & straddles.gather(-1, k)[:, 0]
             & silhouette.gather(-1, k)[:, 0]
             & (dy.detach().abs() >= dx.detach().abs()).gather(-1, k)[:, 0]
             & (dc.detach() > -_AA_EPS)
