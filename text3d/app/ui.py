@@ -33,7 +33,9 @@ from text3d.app.runs import RunView, example_prompts, obj_zip, read_run, scan_ru
 from text3d.app.status import describe
 from text3d.config import PRESETS, GenerateConfig, apply_overrides
 from text3d.errors import Text3DError
+from text3d.export.exporter import ExportConfig
 from text3d.guidance.stable_diffusion import WEIGHTINGS
+from text3d.stages.refine import RefineStageConfig
 
 PREVIEW_EVERY_S = 3.0
 """Wall-clock preview cadence the app asks of the trainer (unless the base config sets its own)."""
@@ -355,7 +357,7 @@ class WebApp:
                             visible="refine_steps" in offered,
                         )
                         refine_resolution = gr.Number(
-                            value=defaults.refine_resolution or 512,
+                            value=defaults.refine_resolution or RefineStageConfig.resolution,
                             label="Refine resolution (px)",
                             precision=0,
                             minimum=8,
@@ -384,7 +386,7 @@ class WebApp:
                             visible="weighting" in offered,
                         )
                         texture_size = gr.Number(
-                            value=defaults.texture_size or 1024,
+                            value=defaults.texture_size or ExportConfig.texture_size,
                             label="Texture size (px)",
                             precision=0,
                             minimum=16,
