@@ -273,8 +273,9 @@ def _visible_faces(pos: Tensor, tri: Tensor, h: int, w: int, max_fragments: int)
         pieces, parent = _clip_near(v[behind])
         v = torch.cat([v[front], pieces])
         src = torch.cat([src[front], src[behind][parent]])
+    ahead = (v[..., 3] > 0).all(dim=-1)  # [P]: what is left entirely behind the camera is skipped
     scr = _to_pixels(v, h, w)  # [P, 3, 3]
-    scr = torch.where((v[..., 3] > 0).all(-1)[:, None, None], scr, torch.zeros_like(scr))
+    scr = torch.where(ahead[:, None, None], scr, torch.zeros_like(scr))
     x, y, z = (t.contiguous() for t in scr.unbind(-1))  # each [P, 3]
     xmin = x.amin(-1).ceil().clamp(min=0)
     xmax = x.amax(-1).floor().clamp(max=w - 1)
@@ -282,7 +283,7 @@ def _visible_faces(pos: Tensor, tri: Tensor, h: int, w: int, max_fragments: int)
     ymax = y.amax(-1).floor().clamp(max=h - 1)
     x0, y0 = x[..., 0], y[..., 0]
     area = (x[..., 1] - x0) * (y[..., 2] - y0) - (y[..., 1] - y0) * (x[..., 2] - x0)  # [P], 2x signed area
-    valid = (v[..., 3] > 0).all(-1) & (area.abs() > 1e-12) & (xmax >= xmin) & (ymax >= ymin)
+    valid = ahead & (area.abs() > 1e-12) & (xmax >= xmin) & (ymax >= ymin)
     valid &= ~((z < -1).all(-1) | (z > 1).all(-1))
     keep = valid.nonzero()[:, 0]
     if keep.numel() == 0:
