@@ -163,7 +163,7 @@ def test_dmtet_fits_a_torus_from_silhouettes_and_normals(tmp_path, monkeypatch):
     opt = torch.optim.Adam([dmtet.sdf, dmtet.deform], lr=0.03)
     t0 = time.perf_counter()
     # Deterministic kernels, as every CPU run has them: with 2 threads the scatter-adds of the rasterizer's backward
-    # otherwise sum in a varying order, and about one fit in five ended with a surface that was not watertight.
+    # otherwise sum in a varying order, and 3 of 10 fits here ended with a surface that was not watertight.
     with deterministic_algorithms(True):
         for _ in range(steps):
             views = torch.randperm(n_views)[:4]

@@ -271,7 +271,10 @@ def _run_stages(cfg, device, guidance, text, run_dir, record, result, callback) 
             record.update()
             previous = stage
         if previous is not None and cfg.export.enabled:
-            on_phase = lambda phase: finishing(f"exporting the mesh: {phase}")  # noqa: E731
+
+            def on_phase(phase: str) -> None:
+                finishing(f"exporting the mesh: {phase}")
+
             _export_after_training(previous, cfg.export, run_dir, record, result, on_phase)
     except Cancelled:
         record.update(status="cancelled")

@@ -98,12 +98,15 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return table[name]
 
 
+def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key} must be one of {', '.join(choices)}; got {value!r}")
+
+
 def check_model_config(model: ModelConfig) -> None:
     """One-line :class:`ConfigError` for an unknown encoder or compile mode, before anything is loaded."""
-    if model.encoder not in ENCODERS:
-        raise ConfigError(f"model.encoder must be one of {', '.join(ENCODERS)}; got {model.encoder!r}")
-    if model.compile not in COMPILE_MODES:
-        raise ConfigError(f"model.compile must be one of {', '.join(COMPILE_MODES)}; got {model.compile!r}")
+    _check_choice("model.encoder", model.encoder, ENCODERS)
+    _check_choice("model.compile", model.compile, COMPILE_MODES)
 
 
 def _randn(like: Tensor) -> Tensor:
@@ -120,10 +123,9 @@ def _load_error(what: str, name: str, flag: str, offline: bool, err: Exception) 
         if offline
         else "the hub could not be reached or has no such repository; "
     )
-    sep = "" if flag.endswith("=") else " "
     return ModelLoadError(
         f"could not load {what} {name!r}: {hint}download it once (huggingface-cli download <id>) or pass a local "
-        f"diffusers folder with {flag}{sep}/path/to/model (HF_HUB_OFFLINE=1 makes every load use local files only). "
+        f"diffusers folder with {flag}/path/to/model (HF_HUB_OFFLINE=1 makes every load use local files only). "
         f"[{type(err).__name__}: {detail}]"
     )
 
@@ -215,7 +217,7 @@ class StableDiffusionGuidance:
             if encoder_id is None:
                 vae = AutoencoderKL.from_pretrained(source, subfolder="vae", torch_dtype=dtype, **kw)
         except Exception as err:  # hub, network, file-format errors alike: the user gets one line
-            raise _load_error("Stable Diffusion model", model_id_or_path, "--model", offline, err) from None
+            raise _load_error("Stable Diffusion model", model_id_or_path, "--model ", offline, err) from None
         if encoder_id is not None:
             enc_path = Path(encoder_id).expanduser()
             try:
@@ -235,7 +237,7 @@ class StableDiffusionGuidance:
     def optimize(self, channels_last: bool = False, compile_mode: str = "off") -> StableDiffusionGuidance:
         """Speed settings that leave the computation unchanged: channels_last tensors for the UNet and the encoder,
         and ``torch.compile`` of both (``compile_mode`` is a torch.compile mode, or ``off``). Returns ``self``."""
-        check_model_config(ModelConfig(compile=compile_mode))
+        _check_choice("model.compile", compile_mode, COMPILE_MODES)
         if channels_last:
             self.memory_format = torch.channels_last
             for module in (self.unet, self.vae):
