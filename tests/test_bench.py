@@ -52,9 +52,12 @@ def test_bench_harness_writes_complete_records(tmp_path, capsys):
             rf"{files[0].stem}-profile-{r['stage']}-tiny-float32-vae-\d{{6}}\.txt", r["profile"]
         )
         table = (tmp_path / r["profile"]).read_text()
-        assert "Self CPU" in table and "text3d.unet" in table and "text3d.backward" in table
+        sections, ops = table.split("## ops, by ")
+        for name in ("render", "vae_encode", "unet", "backward", "optimizer"):
+            assert re.search(rf"^text3d\.{name}\s+\d+\.\d+ ms\s+1 calls$", sections, re.M), (name, sections)
+        assert "Self CPU" in ops
         assert len(r["profile_top"]) == 3 and all(t["ms"] > 0 for t in r["profile_top"])
-        assert all(t["op"] in table and not t["op"].startswith("text3d.") for t in r["profile_top"])
+        assert all(t["op"] in ops and not t["op"].startswith("text3d.") for t in r["profile_top"])
         assert f"{r['stage']} profile, biggest costs: {r['profile_top'][0]['op']}" in out
     assert "it/s" in out and "unet ms" in out and str(files[0]) in out
     assert (

@@ -86,10 +86,14 @@ def _count_flops(trainer: Trainer) -> float:
 
 
 def profile_step(trainer: Trainer, device: torch.device, path: Path, row_limit: int = 25) -> list[dict]:
-    """Profile one training step with ``torch.profiler`` and write its op table (by self device time on a GPU,
-    self CPU time elsewhere) to ``path``. Returns the three ops that cost most, as ``{"op", "ms"}``.
+    """Profile one training step with ``torch.profiler`` and write two tables to ``path``: the step's sections
+    (``text3d.render``, ``text3d.vae_encode``, ``text3d.unet``, ``text3d.backward``, ``text3d.optimizer``) by total
+    time, then the ``row_limit`` ops that cost most by self device time on a GPU (self CPU time elsewhere).
+    Returns those three biggest ops as ``{"op", "ms"}``.
 
-    The step's sections (render, vae_encode, unet, backward, optimizer) appear in the table as ``text3d.*`` ranges.
+    The sections get their own table because a range's *self* time is tiny (its ops carry the time), so a cut by
+    self time may drop them. Should Kineto record nothing (seen once in a long test session), the step is
+    profiled again with the legacy autograd profiler, and the header says so.
     """
     from torch.profiler import ProfilerActivity, profile
 
@@ -99,20 +103,35 @@ def profile_step(trainer: Trainer, device: torch.device, path: Path, row_limit: 
     with profile(activities=activities) as prof:
         trainer.train_step(SectionTimer(device))
     trainer.step += 1
-    events = prof.key_averages()
+    events, profiler = prof.key_averages(), "kineto"
+    if len(events) == 0:
+        with torch.autograd.profiler.profile(use_kineto=False, use_cuda=device.type == "cuda") as legacy:
+            trainer.train_step(SectionTimer(device))
+        trainer.step += 1
+        events, profiler = legacy.key_averages(), "legacy autograd profiler"
+    if len(events) == 0:
+        raise RuntimeError("torch.profiler recorded no events for the profiled step")
     key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    table = events.table(sort_by=key, row_limit=row_limit)
+    total_key = "device_time_total" if device.type == "cuda" else "cpu_time_total"
+    sections = sorted(
+        (e for e in events if e.key.startswith("text3d.")), key=lambda e: getattr(e, total_key), reverse=True
+    )
     ops = sorted(
         (e for e in events if not e.key.startswith(("text3d.", "ProfilerStep"))),
         key=lambda e: getattr(e, key),
         reverse=True,
     )
+    section_rows = "\n".join(
+        f"{e.key:<24} {getattr(e, total_key) / 1000.0:12.3f} ms  {e.count:6d} calls" for e in sections
+    )
     top = [{"op": e.key, "ms": round(getattr(e, key) / 1000.0, 3)} for e in ops[:3]]
+    table = events.table(sort_by=key, row_limit=row_limit)
     header = (
         f"# one {trainer.stage.name} step on {device_name(device)}, torch {torch.__version__}, "
-        f"{_dt.date.today().isoformat()}; sorted by {key}\n"
+        f"{_dt.date.today().isoformat()}, {profiler}\n"
     )
-    write_text(path, header + table + "\n")
+    body = f"## sections, by {total_key}\n{section_rows}\n\n## ops, by {key}\n{table}\n"
+    write_text(path, header + body)
     return top
 
 
