@@ -12,6 +12,8 @@ import torch
 import trimesh
 from export_fields import sphere_density, wavy_albedo
 from PIL import Image
+from uv_checks import charts as uv_charts
+from uv_checks import check_uvs
 
 from text3d.errors import ExportError
 from text3d.export.exporter import ExportConfig, export_density, export_mesh, parse_formats
@@ -57,6 +59,7 @@ def test_glb_and_obj_round_trip_keep_vertices_uvs_and_pixels(ball, tmp_path):
         uv = np.asarray(mesh.visual.uv)
         assert uv.shape == (result.n_vertices, 2)
         assert uv.min() >= 0.0 and uv.max() <= 1.0
+        assert check_uvs(mesh.vertices, mesh.faces, uv, size=128).ok  # as written in the file
     glb_tex = np.asarray(glb.visual.material.baseColorTexture.convert("RGB"))
     obj_tex = np.asarray(obj.visual.material.image.convert("RGB"))
     np.testing.assert_array_equal(glb_tex, png)
@@ -163,13 +166,60 @@ def test_decimate_reaches_target_and_keeps_shape():
 def test_unwrap_uvs_in_unit_square_without_overlap(ball):
     verts, faces = ball
     uvm = unwrap(verts, faces, texture_size=256, padding=2)
-    assert uvm.uvs.min() >= 0 and uvm.uvs.max() <= 1
-    np.testing.assert_array_equal(uvm.positions, verts[uvm.vmap])
     assert len(uvm.faces) == len(faces)
-    # Charts do not overlap: rasterizing all triangles in UV space covers each texel at most once.
-    tri_uv = uvm.uvs[uvm.faces] * 256
-    area = 0.5 * np.abs(np.cross(tri_uv[:, 1] - tri_uv[:, 0], tri_uv[:, 2] - tri_uv[:, 0])).sum()
-    assert area < 256 * 256
+    # Every input face comes out once, same vertices, same winding (seams only duplicate vertices).
+    assert sorted(map(_canonical, uvm.vmap[uvm.faces])) == sorted(map(_canonical, faces))
+    report = check_uvs(uvm.positions, uvm.faces, uvm.uvs, size=256)
+    assert report.ok and report.n_charts > 1, report
+
+
+def _canonical(face) -> tuple[int, int, int]:
+    """A triangle's vertex indices rotated to start at the smallest (the winding is kept)."""
+    k = int(np.argmin(face))
+    return tuple(int(face[(k + i) % 3]) for i in range(3))
+
+
+def test_uv_check_rejects_overlapping_and_collapsed_charts(ball):
+    """The check above can fail: a good unwrap broken in two ways, each caught by its own count."""
+    verts, faces = ball
+    uvm = unwrap(verts, faces, texture_size=256, padding=2)
+    labels = uv_charts(uvm.faces, len(uvm.uvs))
+    sizes = np.bincount(labels)
+    a, b = np.argsort(sizes)[-2:]  # the two biggest charts
+    in_a, in_b = np.unique(uvm.faces[labels == a]), np.unique(uvm.faces[labels == b])
+
+    # (1) Chart b moved onto chart a (centre on centre, still inside the unit square): two charts overlap.
+    moved = uvm.uvs.copy()
+    moved[in_b] += moved[in_a].mean(axis=0) - moved[in_b].mean(axis=0)
+    assert moved.min() >= 0 and moved.max() <= 1
+    report = check_uvs(uvm.positions, uvm.faces, moved, size=256)
+    assert not report.ok and report.overlap_texels > 0 and report.overlap_charts >= 1, report
+    assert report.collapsed == report.flipped == report.out_of_range == 0
+
+    # (2) Chart b squashed to one point: its faces get no texel at all (and overlap nothing).
+    squashed = uvm.uvs.copy()
+    squashed[in_b] = squashed[in_b].mean(axis=0)
+    report = check_uvs(uvm.positions, uvm.faces, squashed, size=256)
+    assert not report.ok and report.collapsed == sizes[b], report
+    assert report.overlap_texels == report.flipped == report.out_of_range == 0
+
+    # (3) One face of chart a mirrored across its own edge: a fold inside a chart.
+    folded = uvm.uvs.copy()
+    face = uvm.faces[labels == a][0]
+    edge = folded[face[1]] - folded[face[0]]
+    rel = folded[face[2]] - folded[face[0]]
+    foot = folded[face[0]] + edge * (rel @ edge) / (edge @ edge)
+    folded[face[2]] = 2 * foot - folded[face[2]]
+    report = check_uvs(uvm.positions, uvm.faces, folded, size=256)
+    assert not report.ok and report.flipped >= 1, report
+
+    # (4) Every chart left at the origin (charted but never packed): many charts overlap.
+    unpacked = uvm.uvs.copy()
+    for chart in range(len(sizes)):
+        in_chart = np.unique(uvm.faces[labels == chart])
+        unpacked[in_chart] -= unpacked[in_chart].min(axis=0)
+    report = check_uvs(uvm.positions, uvm.faces, unpacked, size=256)
+    assert not report.ok and report.overlap_charts > len(sizes) // 2, report
 
 
 def test_dilate_fills_every_texel_from_the_nearest_valid_one():
