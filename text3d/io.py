@@ -1,7 +1,9 @@
 """Atomic file writes: a temporary file in the same folder, fsync, then ``os.replace``.
 
 A reader (or a resumed run) therefore sees either the old file or the new one, never a torn one, even if the
-process is killed mid-write.
+process is killed mid-write. The file ends with the permissions a plain ``open(path, "w")`` would give it (the
+existing file's mode, or ``0o666 & ~umask`` for a new one), not the temporary file's private 0600, so a run or
+batch folder can be served to, or read by, other users.
 """
 
 from __future__ import annotations
@@ -9,9 +11,36 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where the OS allows (``/proc`` on Linux).
+
+    ``os.umask`` can only be read by setting it, which races with other threads creating files; it is the
+    fallback where ``/proc/self/status`` has no ``Umask:`` line (macOS, old kernels).
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def plain_file_mode(path: str | os.PathLike) -> int:
+    """The permission bits ``open(path, "w")`` would leave: the existing file's, else ``0o666 & ~umask``."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return 0o666 & ~current_umask()
 
 
 @contextlib.contextmanager
@@ -26,6 +55,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp_path, plain_file_mode(path))  # mkstemp made it 0600
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
