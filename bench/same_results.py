@@ -53,6 +53,9 @@ def run_hashes(run_dir: Path) -> dict[str, str]:
         for key, value in sorted(load_file(str(ckpt)).items()):
             if key.startswith("rng."):
                 continue
+            # Stages hold their parts as submodules since the trainer refactor: ``model.representation.field.*``
+            # was ``model.field.*``; compare under the older name.
+            key = key.replace("model.representation.", "model.", 1)
             out[f"{ckpt.stem}/{key}"] = tensor_hash(value)
     return out
 

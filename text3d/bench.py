@@ -32,7 +32,8 @@ from text3d.guidance.stable_diffusion import (
 from text3d.io import write_json, write_text
 from text3d.pipeline import build_stages, resolve_device
 from text3d.profiling import SectionTimer
-from text3d.trainer import Trainer, TrainerConfig
+from text3d.recipes.text_to_3d import start_from
+from text3d.training.trainer import Trainer, TrainerConfig
 
 SECTIONS = ("render", "vae_encode", "unet", "backward", "optimizer")
 
@@ -75,11 +76,11 @@ def _peak_memory_gb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
 
 
-def _count_flops(trainer: Trainer) -> float:
+def _count_flops(trainer: Trainer, guidance: StableDiffusionGuidance) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False)
-    with counter, trainer.guidance.eager():  # compiled kernels bypass the counter; the maths is the same
+    with counter, guidance.eager():  # compiled kernels bypass the counter; the maths is the same
         trainer.train_step()
     trainer.step += 1
     return float(counter.get_total_flops())
@@ -185,7 +186,7 @@ def run_bench(cfg: BenchConfig, write: bool = True) -> tuple[list[dict], Path | 
     guidance.release_text_encoder()
 
     torch.manual_seed(0)
-    stages = {s.name: s for s in build_stages(cfg.run)}
+    stages = {s.name: s for s in build_stages(cfg.run, guidance, text)}
     unknown = [s for s in cfg.stages if s not in stages]
     if unknown:
         raise ConfigError(f"unknown or disabled stage(s) {unknown}; available: {', '.join(sorted(stages))}")
@@ -193,17 +194,17 @@ def run_bench(cfg: BenchConfig, write: bool = True) -> tuple[list[dict], Path | 
     previous = None
     with tempfile.TemporaryDirectory(prefix="text3d-bench-") as tmp:
         for stage in stages.values():
-            if previous is not None and hasattr(stage, "init_from"):
-                stage.init_from(previous)
+            start_from(stage, previous)
             stage.to(device)
             previous = stage
             if stage.name not in cfg.stages:
                 continue
-            trainer = Trainer(stage, guidance, text, Path(tmp), TrainerConfig(progress_bar=False))
+            stage_cfg = {"coarse": cfg.run.coarse, "refine": cfg.run.refine}[stage.name]
+            trainer = Trainer(stage, Path(tmp), TrainerConfig(progress_bar=False))
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             it_per_s, ms = bench_stage(trainer, cfg.warmup, cfg.steps, device)
-            flops = _count_flops(trainer)
+            flops = _count_flops(trainer, guidance)
             achieved = flops * it_per_s / 1e12
             top = profile_path = None
             if cfg.profile:
@@ -229,11 +230,11 @@ def run_bench(cfg: BenchConfig, write: bool = True) -> tuple[list[dict], Path | 
                         "encoder": cfg.run.model.encoder,
                         "channels_last": guidance.memory_format == torch.channels_last,
                         "compile": cfg.run.model.compile,
-                        "resolution": stage.cfg.resolution,
-                        "batch_size": stage.cfg.cameras.batch_size,
+                        "resolution": stage.views.resolution,
+                        "batch_size": stage_cfg.cameras.batch_size,
                         "warmup": cfg.warmup,
                         "steps": cfg.steps,
-                        "stage_config": to_dict(stage.cfg),
+                        "stage_config": to_dict(stage_cfg),
                     },
                     "tflop_per_iter": round(flops / 1e12, 4),
                     "achieved_tflops": round(achieved, 3),

@@ -197,6 +197,19 @@ def turntable_cameras(
     return make_cameras(full(elevation_deg), azimuth, full(distance), full(fovy_deg)).to(device)
 
 
+def threshold_cameras(cameras_cfg: CameraSamplerConfig, n_views: int, device: torch.device | str) -> Cameras:
+    """Views for the ``auto`` threshold: evenly spread azimuths at the training elevations (eval, max, min in
+    turn), at the evaluation distance and field of view."""
+    lo, hi = cameras_cfg.elevation_range
+    elevs = [cameras_cfg.eval_elevation, hi, lo]
+    n = max(1, n_views)
+    elevation = torch.tensor([elevs[i % 3] for i in range(n)], dtype=torch.float32)
+    azimuth = torch.arange(n, dtype=torch.float32) * (360.0 / n)
+    full = torch.full((n,), 1.0)
+    cams = make_cameras(elevation, azimuth, full * cameras_cfg.eval_distance, full * cameras_cfg.eval_fovy)
+    return cams.to(device)
+
+
 def view_direction_ids(
     elevation_deg: Float[Tensor, "B"],
     azimuth_deg: Float[Tensor, "B"],

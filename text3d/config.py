@@ -1,7 +1,8 @@
 """The top-level config of a run, its presets, YAML round-trip and ``key=value`` overrides.
 
-Each component's dataclass config lives next to the component (``CoarseStageConfig`` in ``stages/coarse.py``,
-``SDSConfig`` in ``guidance/stable_diffusion.py``, ...); :class:`GenerateConfig` only composes them. Every config is
+Each component's dataclass config lives next to the component (``NeRFFieldConfig`` in ``fields/nerf.py``,
+``SDSConfig`` in ``guidance/stable_diffusion.py``, the stage configs in ``recipes/text_to_3d.py``, ...);
+:class:`GenerateConfig` only composes them. Every config is
 a frozen dataclass: variants are made with :func:`dataclasses.replace` or :func:`apply_overrides`, never by
 mutating a shared default. YAML is read with ``yaml.safe_load`` and validated field by field, so a typo is an
 error that names the valid keys, not a silently ignored setting.
@@ -21,9 +22,8 @@ import yaml
 from text3d.errors import ConfigError
 from text3d.export.exporter import ExportConfig
 from text3d.guidance.stable_diffusion import ModelConfig
-from text3d.stages.coarse import CoarseStageConfig
-from text3d.stages.refine import RefineStageConfig
-from text3d.trainer import TrainerConfig
+from text3d.recipes.text_to_3d import CoarseStageConfig, RefineStageConfig
+from text3d.training.trainer import TrainerConfig
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class GenerateConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     coarse: CoarseStageConfig = field(default_factory=CoarseStageConfig)
     refine: RefineStageConfig = field(default_factory=RefineStageConfig)
-    """The DMTet fine stage, initialised from the coarse one; ``refine.steps = 0`` skips it."""
+    """The DMTet refine stage, initialised from the coarse one; ``refine.steps = 0`` skips it."""
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     """Meshes written at the end of ``generate`` (and the defaults of ``text3d export``)."""

@@ -31,14 +31,16 @@ import torch
 
 from text3d.config import GenerateConfig, load_config, save_config
 from text3d.errors import Cancelled, ConfigError, ExportError, PromptError, RunDirError
-from text3d.export.exporter import ExportConfig, export_stage, validate_config
+from text3d.export.exporter import ExportConfig, ExportResult, export_asset, validate_config
 from text3d.export.video import turntable_frames, write_video
+from text3d.guidance.prompts import TextEmbeddings
 from text3d.guidance.stable_diffusion import StableDiffusionGuidance, check_model_config, resolve_dtype
 from text3d.io import write_json
-from text3d.stages.base import Stage
-from text3d.stages.coarse import CoarseStage
-from text3d.stages.refine import RefineStage
-from text3d.trainer import Callback, Progress, Trainer, auto_size, checkpoint_path, read_checkpoint_meta
+from text3d.recipes import text_to_3d
+from text3d.training.checkpoint import checkpoint_path, load_weights, read_checkpoint_meta
+from text3d.training.previews import auto_size
+from text3d.training.stage import Stage
+from text3d.training.trainer import Callback, Progress, Trainer
 
 _SLUG_MAX = 48
 MESH_DIR = "mesh"
@@ -182,18 +184,11 @@ def deterministic_algorithms(enabled: bool) -> Iterator[None]:
         torch.use_deterministic_algorithms(before, warn_only=before_warn)
 
 
-def build_stages(cfg: GenerateConfig) -> list[Stage]:
-    """The stages a config asks for, in order (skipping stages with 0 steps)."""
-    stages: list[Stage] = []
-    if cfg.coarse.steps > 0:
-        stages.append(CoarseStage(cfg.coarse))
-    if cfg.refine.steps > 0:
-        if cfg.coarse.steps <= 0:
-            raise ConfigError(
-                "the fine stage starts from the coarse NeRF; set coarse.steps > 0 or refine.steps = 0"
-            )
-        stages.append(RefineStage(cfg.refine, cfg.coarse.nerf, cfg.coarse.background))
-    return stages
+def build_stages(
+    cfg: GenerateConfig, guidance: StableDiffusionGuidance | None = None, text: TextEmbeddings | None = None
+) -> list[Stage]:
+    """The text-to-3D stages ``cfg`` asks for (:func:`text3d.recipes.text_to_3d.build_stages`)."""
+    return text_to_3d.build_stages(cfg.coarse, cfg.refine, guidance, text)
 
 
 def generate(
@@ -242,24 +237,24 @@ def _run_stages(cfg, device, guidance, text, run_dir, record, result, callback) 
     try:
         # stage construction draws initial weights: make it a function of the seed
         torch.manual_seed(cfg.seed)
-        stages = build_stages(cfg)
+        stages = build_stages(cfg, guidance, text)
         previous: Stage | None = None
         for index, stage in enumerate(stages):
             torch.manual_seed(cfg.seed + index)
-            if previous is not None and hasattr(stage, "init_from"):
-                stage.init_from(previous)
+            text_to_3d.start_from(stage, previous)
             stage.to(device)
-            trainer = Trainer(stage, guidance, text, run_dir, cfg.trainer, callback)
+            trainer = Trainer(stage, run_dir, cfg.trainer, callback)
             trainer.resume()
             t_stage = time.perf_counter()
-            trainer.fit()
-            record.data["stages"][stage.name] = {"step": trainer.step, "total": stage.cfg.steps}
+            trainer.run()
+            record.data["stages"][stage.name] = {"step": trainer.step, "total": stage.steps}
             record.update()
-            finishing = _finishing_reporter(callback, stage.name, trainer.step, stage.cfg.steps, t_stage)
+            finishing = _finishing_reporter(callback, stage.name, trainer.step, stage.steps, t_stage)
             frames = turntable_frames(
-                stage,
-                auto_size(cfg.trainer.video_frames, 60, 24, device),
-                auto_size(cfg.trainer.video_res, 256, stage.cfg.resolution, device),
+                stage.representation,
+                stage.shader,
+                stage.views.preview_cameras(auto_size(cfg.trainer.video_frames, 60, 24, device), device),
+                auto_size(cfg.trainer.video_res, 256, stage.views.resolution, device),
                 on_frame=lambda i, n, report=finishing: report(
                     f"rendering the turntable, frame {i + 1} / {n}"
                 ),
@@ -310,9 +305,7 @@ def _export_after_training(
     run again with other settings."""
     try:
         extras = _asset_extras(record.data)
-        exported = export_stage(
-            stage, run_dir / MESH_DIR, run_dir.name, cfg, extras=extras, on_phase=on_phase
-        )
+        exported = export_trained(stage, run_dir / MESH_DIR, run_dir.name, cfg, extras=extras, on_phase=on_phase)
     except ExportError as err:
         log.warning("mesh export failed: %s (retry with: text3d export %s --threshold ...)", err, run_dir)
         record.update(export={"error": str(err)})
@@ -344,12 +337,26 @@ def _export_summary(exported) -> dict:
     }
 
 
-def _load_weights(stage: Stage, path: Path) -> None:
-    """Parameters and buffers of ``stage`` from its checkpoint (no optimizer or RNG state: nothing trains)."""
-    from safetensors.torch import load_file
-
-    tensors = load_file(str(path), device="cpu")
-    stage.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
+def export_trained(
+    stage: Stage,
+    out_dir: Path,
+    name: str,
+    cfg: ExportConfig,
+    extras: dict | None = None,
+    on_phase: Callable[[str], None] | None = None,
+) -> ExportResult:
+    """Export a trained stage's asset; an implicit surface's level reproduces the silhouettes seen from the
+    stage's own views (``export.threshold_views`` of them)."""
+    device = next(stage.parameters()).device
+    was_training = stage.training
+    stage.eval()
+    try:
+        with torch.no_grad():
+            asset = stage.representation.asset()
+            cameras = stage.views.silhouette_cameras(cfg.threshold_views, device)
+            return export_asset(asset, out_dir, name, cfg, cameras, device, extras, on_phase)
+    finally:
+        stage.train(was_training)
 
 
 def load_trained_stage(run_dir: str | Path, device: str | torch.device | None = None) -> Stage:
@@ -371,9 +378,8 @@ def load_trained_stage(run_dir: str | Path, device: str | torch.device | None = 
         ckpt = checkpoint_path(run_dir, stage.name)
         if not ckpt.is_file():
             break
-        if previous is not None and hasattr(stage, "init_from"):
-            stage.init_from(previous)
-        _load_weights(stage, ckpt)
+        text_to_3d.start_from(stage, previous)
+        load_weights(stage, ckpt)
         trained = previous = stage
     if trained is None:
         raise RunDirError(
@@ -409,7 +415,7 @@ def export_run(
     except (OSError, ValueError):
         run = {}
     extras = _asset_extras(run) if run else {"prompt": run_cfg.prompt, "seed": run_cfg.seed}
-    exported = export_stage(stage, run_dir / MESH_DIR, run_dir.name, cfg, extras=extras)
+    exported = export_trained(stage, run_dir / MESH_DIR, run_dir.name, cfg, extras=extras)
     meshes = _mesh_files(exported.files)
     if run:
         outputs = run.setdefault("outputs", {})
@@ -461,7 +467,7 @@ def refine(
         RunDirError: not a run folder, or its coarse stage has not finished (resume that first).
     """
     from text3d.config import apply_overrides
-    from text3d.stages.refine import RefineStageConfig
+    from text3d.recipes.text_to_3d import RefineStageConfig
 
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)

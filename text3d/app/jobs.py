@@ -27,7 +27,7 @@ from pathlib import Path
 from text3d.config import GenerateConfig
 from text3d.errors import Cancelled, Text3DError
 from text3d.pipeline import RunResult, generate, new_run_dir
-from text3d.trainer import Progress
+from text3d.training.trainer import Progress
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ from text3d.config import PRESETS, GenerateConfig, apply_overrides
 from text3d.errors import Text3DError
 from text3d.export.exporter import ExportConfig
 from text3d.guidance.stable_diffusion import WEIGHTINGS
-from text3d.stages.refine import RefineStageConfig
+from text3d.recipes.text_to_3d import RefineStageConfig
 
 PREVIEW_EVERY_S = 3.0
 """Wall-clock preview cadence the app asks of the trainer (unless the base config sets its own)."""

@@ -41,7 +41,7 @@ from text3d.config import GenerateConfig
 from text3d.errors import Cancelled, PromptFileError, Text3DError
 from text3d.io import write_json
 from text3d.pipeline import generate, load_guidance, resolve_device, slugify
-from text3d.trainer import Callback, Progress
+from text3d.training.trainer import Callback, Progress
 
 OK_STATUSES = ("completed", "skipped")
 """Item statuses that count as success for the exit code."""

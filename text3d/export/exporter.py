@@ -31,21 +31,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from text3d.cameras import Cameras, CameraSamplerConfig, make_cameras
+from text3d.cameras import Cameras, CameraSamplerConfig, threshold_cameras
 from text3d.errors import ExportError
-from text3d.export.mesh import (
-    DensityFn,
-    Placement,
-    auto_threshold,
-    clean_mesh,
-    decimate,
-    extract_isosurface,
-    orient_outward,
-    placement,
-    vertex_normals,
-)
+from text3d.export.mesh import Placement, clean_mesh, decimate, orient_outward, placement, vertex_normals
 from text3d.export.texture import AlbedoFn, bake_texture, encode_png, to_uint8, unwrap, vertex_colors
 from text3d.export.writers import TexturedMesh, staged_files, write_glb, write_obj, write_ply
+from text3d.geometry.asset import Asset, DensityFn
+from text3d.geometry.isosurface import auto_threshold, extract_isosurface
 
 log = logging.getLogger(__name__)
 
@@ -229,19 +221,6 @@ def export_mesh(
     )
 
 
-def threshold_cameras(cameras_cfg: CameraSamplerConfig, n_views: int, device: torch.device | str) -> Cameras:
-    """Views for the ``auto`` threshold: evenly spread azimuths at the training elevations (eval, max, min in
-    turn), at the evaluation distance and field of view."""
-    lo, hi = cameras_cfg.elevation_range
-    elevs = [cameras_cfg.eval_elevation, hi, lo]
-    n = max(1, n_views)
-    elevation = torch.tensor([elevs[i % 3] for i in range(n)], dtype=torch.float32)
-    azimuth = torch.arange(n, dtype=torch.float32) * (360.0 / n)
-    full = torch.full((n,), 1.0)
-    cams = make_cameras(elevation, azimuth, full * cameras_cfg.eval_distance, full * cameras_cfg.eval_fovy)
-    return cams.to(device)
-
-
 def export_density(
     density_fn: DensityFn,
     albedo_fn: AlbedoFn,
@@ -307,68 +286,41 @@ def export_density(
     return result
 
 
-def occupancy_masked(density_fn: DensityFn, occupancy) -> DensityFn:
-    """``density_fn`` evaluated only in occupied cells of the stage's occupancy grid, 0 elsewhere.
-
-    This is what the volume renderer does, so the ``auto`` threshold sees exactly the rendered opacity, and the
-    grid skips most of the scene box (the occupancy cut-off is far below any surface level).
-    """
-    if occupancy is None:
-        return density_fn
-
-    def masked(x: torch.Tensor) -> torch.Tensor:
-        keep = occupancy.query(x)
-        out = x.new_zeros(x.shape[0])
-        if bool(keep.any()):
-            out[keep] = density_fn(x[keep]).to(out.dtype)
-        return out
-
-    return masked
-
-
-def export_stage(
-    stage: torch.nn.Module,
+def export_asset(
+    asset: Asset,
     out_dir: str | Path,
     name: str,
     cfg: ExportConfig = ExportConfig(),
+    cameras: Cameras | None = None,
+    device: torch.device | str = "cpu",
     extras: dict | None = None,
     on_phase: PhaseHook | None = None,
 ) -> ExportResult:
-    """Export a trained stage: its own surface when it has one (the fine stage's ``export_mesh()``), otherwise
-    the isosurface of its density (the coarse stage). Colour always comes from the stage's albedo field.
-    ``on_phase`` is passed on to :func:`export_mesh` / :func:`export_density` (``surface`` first, for the fine
-    stage's mesh extraction)."""
-    param = next(stage.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
-    was_training = stage.training
-    stage.eval()
-    try:
-        with torch.no_grad():
-            if hasattr(stage, "export_mesh"):
-                (on_phase or _no_hook)("surface")
-                mesh = stage.export_mesh()
-                verts = mesh.verts.detach().float().cpu().numpy()
-                faces = mesh.faces.detach().long().cpu().numpy()
-                if faces.shape[0] == 0:
-                    raise ExportError(
-                        f"the {stage.name} stage's surface is empty; nothing to export (its SDF has no zero "
-                        "crossing: train longer or check the coarse stage it started from)"
-                    )
-                return export_mesh(verts, faces, stage.albedo, out_dir, name, cfg, device, extras, on_phase)
-            fld = stage.field
-            cameras = threshold_cameras(stage.cfg.cameras, cfg.threshold_views, device)
-            return export_density(
-                occupancy_masked(fld.density, getattr(stage, "occupancy", None)),
-                fld.albedo,
-                fld.cfg.bound,
-                out_dir,
-                name,
-                cfg,
-                cameras=cameras,
-                n_samples=stage.cfg.renderer.n_samples,
-                device=device,
-                extras=extras,
-                on_phase=on_phase,
+    """Export an asset: its mesh as it is, or the isosurface of its density (:func:`export_density`, with
+    ``cameras`` as the views whose silhouettes the ``auto`` level reproduces). Colour comes from its albedo.
+    ``on_phase`` is passed on (``surface`` first, for a mesh asset)."""
+    if asset.mesh is not None:
+        (on_phase or _no_hook)("surface")
+        verts = asset.mesh.verts.detach().float().cpu().numpy()
+        faces = asset.mesh.faces.detach().long().cpu().numpy()
+        if faces.shape[0] == 0:
+            raise ExportError(
+                f"the {asset.source or 'asset'} surface is empty; nothing to export (its SDF has no zero "
+                "crossing: train longer or check the stage it started from)"
             )
-    finally:
-        stage.train(was_training)
+        return export_mesh(verts, faces, asset.albedo, out_dir, name, cfg, device, extras, on_phase)
+    if cameras is None:
+        cameras = threshold_cameras(CameraSamplerConfig(), cfg.threshold_views, device)
+    return export_density(
+        asset.density,
+        asset.albedo,
+        asset.bound,
+        out_dir,
+        name,
+        cfg,
+        cameras=cameras,
+        n_samples=asset.n_samples,
+        device=device,
+        extras=extras,
+        on_phase=on_phase,
+    )

@@ -1,4 +1,4 @@
-"""Turntable video of a stage: mp4 through imageio's ffmpeg, or an animated gif when no encoder is available."""
+"""Turntable video of a representation: mp4 through imageio's ffmpeg, or an animated gif when no encoder is available."""
 
 from __future__ import annotations
 
@@ -9,37 +9,31 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from text3d.cameras import turntable_cameras
+from text3d.cameras import Cameras
 from text3d.io import atomic_path
-from text3d.render.shading import ShadingMode, ShadingParams
 
 log = logging.getLogger(__name__)
 
 
 def turntable_frames(
-    stage,
-    n_frames: int,
+    representation,
+    shader,
+    cameras: Cameras,
     res: int,
-    mode: ShadingMode = ShadingMode.ALBEDO,
     on_frame: Callable[[int, int], None] | None = None,
 ) -> list[np.ndarray]:
-    """``n_frames`` uint8 ``[res, res, 3]`` renders around the object, from the stage's evaluation camera.
+    """One uint8 ``[res, res, 3]`` render per camera (a turntable: ``ViewSource.preview_cameras``), shaded with
+    the shader's preview state (albedo for the diffuse shader).
 
     ``on_frame(i, n)`` is called before frame ``i`` (from 0); it may raise to stop (the web app's cancel).
     """
-    cfg = stage.cfg.cameras
-    device = next(stage.parameters()).device
-    cams = turntable_cameras(n_frames, cfg.eval_elevation, cfg.eval_distance, cfg.eval_fovy, device=device)
     frames = []
+    n_frames = len(cameras)
     with torch.no_grad():
         for i in range(n_frames):
             if on_frame is not None:
                 on_frame(i, n_frames)
-            cam = cams[i]
-            shading = ShadingParams(
-                mode, cam.positions * 1.5, stage.cfg.shading.ambient, stage.cfg.shading.diffuse
-            )
-            rgb = stage.render(cam, res, res, shading, training=False).rgb[0]
+            rgb = representation.render(cameras[i], res, res, shader, shader.preview(), training=False).rgb[0]
             frames.append((rgb.clamp(0, 1).float().cpu().numpy() * 255 + 0.5).astype(np.uint8))
     return frames
 

