@@ -57,7 +57,11 @@ class WorldFrame:
         return self.to_file_matrix @ np.linalg.inv(self.to_world_matrix)
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "to_world": [list(r) for r in self.to_world], "to_file": [list(r) for r in self.to_file]}
+        return {
+            "name": self.name,
+            "to_world": [list(r) for r in self.to_world],
+            "to_file": [list(r) for r in self.to_file],
+        }
 
     @classmethod
     def from_dict(cls, d: dict) -> WorldFrame:

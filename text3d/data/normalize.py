@@ -78,7 +78,9 @@ class SceneNormalization:
 
     @classmethod
     def from_dict(cls, d: dict) -> SceneNormalization:
-        return cls(float(d["scale"]), tuple(float(x) for x in d["translation"]), d["source"], float(d["bound"]))
+        return cls(
+            float(d["scale"]), tuple(float(x) for x in d["translation"]), d["source"], float(d["bound"])
+        )
 
 
 def look_at_point(c2w: np.ndarray) -> tuple[np.ndarray, bool]:

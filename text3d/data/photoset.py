@@ -70,7 +70,9 @@ class Intrinsics:
 
     def to(self, device: torch.device | str) -> Intrinsics:
         d = None if self.distortion is None else self.distortion.to(device)
-        return Intrinsics(*(t.to(device) for t in (self.fx, self.fy, self.cx, self.cy)), self.width, self.height, d)
+        return Intrinsics(
+            *(t.to(device) for t in (self.fx, self.fy, self.cx, self.cy)), self.width, self.height, d
+        )
 
     @property
     def fovy(self) -> Float[Tensor, "N"]:
@@ -96,7 +98,9 @@ class Intrinsics:
         """The intrinsics of the same cameras for images resized to ``width x height`` (distortion unchanged: it
         acts on normalised coordinates)."""
         sx, sy = width / self.width, height / self.height
-        return Intrinsics(self.fx * sx, self.fy * sy, self.cx * sx, self.cy * sy, width, height, self.distortion)
+        return Intrinsics(
+            self.fx * sx, self.fy * sy, self.cx * sx, self.cy * sy, width, height, self.distortion
+        )
 
     def is_centred_pinhole(self, tol_px: float = 1e-3) -> bool:
         """Square pixels, principal point at the centre, no distortion: what :class:`text3d.cameras.Cameras`
@@ -238,7 +242,9 @@ class PhotoSet:
             raise DataError(f"holdout must be >= 2 (every N-th image held out), got {every}")
         splits = ["test" if i % every == 0 else "train" for i in range(len(self))]
         if splits.count("train") < MIN_IMAGES:
-            raise DataError(f"holdout {every} leaves {splits.count('train')} training images; {MIN_IMAGES} needed")
+            raise DataError(
+                f"holdout {every} leaves {splits.count('train')} training images; {MIN_IMAGES} needed"
+            )
         return dataclasses.replace(self, splits=splits)
 
     def counts(self) -> dict[str, int]:
@@ -528,7 +534,9 @@ def assemble(
     any_alpha = any(a is not None for a in alphas)
     if any_alpha and not all(a is not None for a in alphas):
         missing = raw[[a is None for a in alphas].index(True)].name
-        raise DataError(f"{source}: some images have alpha or masks and some do not (first without: {missing})")
+        raise DataError(
+            f"{source}: some images have alpha or masks and some do not (first without: {missing})"
+        )
     n = len(raw)
     images = torch.empty(n, th, tw, 3, dtype=dtype)
     masks = torch.empty(n, th, tw, 1, dtype=dtype) if any_alpha else None
@@ -561,7 +569,9 @@ def assemble(
     )
     pts = cols = None
     if points is not None and len(points):
-        pts = torch.from_numpy((np.asarray(points, np.float64) @ to_world[:3, :3].T) + to_world[:3, 3]).float()
+        pts = torch.from_numpy(
+            (np.asarray(points, np.float64) @ to_world[:3, :3].T) + to_world[:3, 3]
+        ).float()
         if point_colors is not None:
             cols = torch.from_numpy(np.asarray(point_colors, np.float32))
     ps = PhotoSet(

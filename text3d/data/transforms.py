@@ -87,7 +87,9 @@ def _intrinsics(
     get = lambda k: _number(fr, k, where) if k in fr else _number(top, k, where)  # noqa: E731
     model = fr.get("camera_model", top.get("camera_model", "OPENCV"))
     if model not in _SUPPORTED_MODELS:
-        raise DataError(f"{where}: camera_model {model!r} is not supported (supported: {', '.join(_SUPPORTED_MODELS)})")
+        raise DataError(
+            f"{where}: camera_model {model!r} is not supported (supported: {', '.join(_SUPPORTED_MODELS)})"
+        )
     w, h = get("w"), get("h")
     w = int(round(w)) if w else img_w
     h = int(round(h)) if h else img_h
@@ -98,7 +100,9 @@ def _intrinsics(
     if fl_y is None and ang_y is not None:
         fl_y = fov_to_focal(ang_y, h)
     if fl_x is None and fl_y is None:
-        raise DataError(f"{where}: no focal length; give camera_angle_x, or fl_x/fl_y (per frame or at the top)")
+        raise DataError(
+            f"{where}: no focal length; give camera_angle_x, or fl_x/fl_y (per frame or at the top)"
+        )
     fl_x = fl_y if fl_x is None else fl_x
     fl_y = fl_x if fl_y is None else fl_y
     if fl_x <= 0 or fl_y <= 0:
@@ -164,7 +168,9 @@ def load_transforms(
         if split_name and split_name not in splits:
             continue
         data = _read_json(file)
-        if any(k in data for k in ("fl_x", "fl_y")) or any("fl_x" in f for f in data["frames"] if isinstance(f, dict)):
+        if any(k in data for k in ("fl_x", "fl_y")) or any(
+            "fl_x" in f for f in data["frames"] if isinstance(f, dict)
+        ):
             fmt = "nerfstudio"
         if any(k in data for k in ("aabb_scale", "scale", "offset")):
             fmt = "instant-ngp"
@@ -200,7 +206,12 @@ def load_transforms(
             if img_path is None:
                 raise DataError(f"{where}: image not found (also tried .png, .jpg, ... appended)")
             name = relative_name(img_path, folder)
-            s = split_name or named_splits.get(name) or named_splits.get(Path(str(fr["file_path"])).as_posix()) or "train"
+            s = (
+                split_name
+                or named_splits.get(name)
+                or named_splits.get(Path(str(fr["file_path"])).as_posix())
+                or "train"
+            )
             if s not in splits:
                 continue
             img_w, img_h = image_size(img_path)
@@ -257,7 +268,9 @@ def write_transforms(path: str | os.PathLike, photos: PhotoSet, *, placement: st
             "h": intr.height,
         }
         if intr.distortion is not None:
-            fr.update(dict(zip(("k1", "k2", "p1", "p2"), (float(x) for x in intr.distortion[i]), strict=True)))
+            fr.update(
+                dict(zip(("k1", "k2", "p1", "p2"), (float(x) for x in intr.distortion[i]), strict=True))
+            )
             fr["camera_model"] = "OPENCV"
         frames.append(fr)
     out = {"camera_model": "OPENCV" if intr.distortion is not None else "PINHOLE", "frames": frames}
