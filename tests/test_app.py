@@ -135,7 +135,7 @@ def test_status_text_names_position_progress_and_outcome(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- job runner
 def test_runner_queues_one_at_a_time_cancels_and_loads_the_model_once(tiny_model_dir, tmp_path):
-    from text3d.pipeline import load_guidance
+    from text3d.pipeline import load_guidance, stage_progress
 
     out = tmp_path / "out"
     base = _tiny_config(tiny_model_dir, out)
@@ -164,14 +164,16 @@ def test_runner_queues_one_at_a_time_cancels_and_loads_the_model_once(tiny_model
         assert runner.snapshot(third.id).status is JobStatus.CANCELLED
         assert runner.snapshot(second.id).position == 1
 
-        t0 = time.monotonic()
         assert runner.cancel(long.id)
-        done = runner.wait_done(long.id, timeout=30)
-        latency = time.monotonic() - t0
-        assert done.status is JobStatus.CANCELLED and latency < 5, latency
+        # The timeout only guards against a hang; how fast a cancel lands is measured by bench/cancel_bench.py.
+        done = runner.wait_done(long.id, timeout=120)
+        assert done.status is JobStatus.CANCELLED and done.cancel_requested, done
         record = json.loads((done.run_dir / "run.json").read_text())
         assert record["status"] == "cancelled"
-        assert (done.run_dir / "checkpoints" / "coarse.safetensors").is_file()
+        # The cancel reached the running job: it stopped where it was, far short of its total, and checkpointed
+        # the step it stopped at.
+        stopped = stage_progress(done.run_dir, "coarse")
+        assert snap.progress.step <= stopped == done.progress.step < LONG, (stopped, done.progress)
 
         finished = runner.wait_done(second.id, timeout=120)
         assert finished.status is JobStatus.COMPLETED, finished.error
@@ -496,15 +498,16 @@ def test_browser_empty_prompt_shows_an_error_and_starts_no_job(page, web):
 @pytest.mark.browser
 def test_browser_examples_fill_the_prompt_and_past_runs_load_into_the_viewer(finished_run, web, page):
     examples = example_prompts(REPO / "prompts")
-    if examples:
-        first = next(iter(examples.values()))[0]
-        page.locator("#examples").get_by_text(first[:30]).first.click()  # long ones are shown cut short
-        page.wait_for_function(
-            "(p) => document.querySelector('#prompt textarea').value === p", arg=first, timeout=10_000
-        )
-    newest = scan_runs(web.out_dir)[0]
-    page.locator("#gallery img").first.click()
+    assert examples, "the app is launched with the repository's prompts/ folder: it has examples"
+    first = next(iter(examples.values()))[0]
+    page.locator("#examples").get_by_text(first[:30]).first.click()  # long ones are shown cut short
+    page.wait_for_function(
+        "(p) => document.querySelector('#prompt textarea').value === p", arg=first, timeout=10_000
+    )
+    # A completed run, so it has a GLB to show (wherever earlier tests put it in the newest-first gallery).
+    assert finished_run.glb is not None, finished_run
+    shown = [v.run_dir for v in scan_runs(web.out_dir)]
+    page.locator("#gallery img").nth(shown.index(finished_run.run_dir)).click()
     page.wait_for_function("() => document.querySelector('#status').innerText.includes('Past run')")
-    assert str(newest.run_dir) in _status(page)
-    if newest.glb is not None:
-        page.locator("#model3d canvas").wait_for(state="visible")
+    assert str(finished_run.run_dir) in _status(page)
+    page.locator("#model3d canvas").wait_for(state="visible")

@@ -201,6 +201,7 @@ def test_batch_runs_then_rerun_skips_everything(base, tmp_path, tiny_model_dir, 
         assert (out / r.thumbnail).is_file() and r.thumbnail == f"{r.key}/previews/latest.png"
     assert _read(out / keys[5] / "run.json")["seed"] == 5
     before = {k: (out / k / "run.json").read_bytes() + (out / k / "metrics.jsonl").read_bytes() for k in keys}
+    written = {p: p.stat().st_mtime_ns for k in keys for p in (out / k).rglob("*")}
 
     t0 = time.perf_counter()
     second = run_batch([pfile], base, out)
@@ -212,7 +213,8 @@ def test_batch_runs_then_rerun_skips_everything(base, tmp_path, tiny_model_dir, 
     assert {
         k: (out / k / "run.json").read_bytes() + (out / k / "metrics.jsonl").read_bytes() for k in keys
     } == before
-    assert second_s < first_s / 10
+    # Nothing in a finished run folder is written again (no re-export, no new video); its speed is not asserted.
+    assert {p: p.stat().st_mtime_ns for k in keys for p in (out / k).rglob("*")} == written
 
     summary = _read(out / "summary.json")
     assert summary["final"] and summary["ok"] and summary["counts"]["skipped"] == 6
