@@ -100,7 +100,7 @@ def test_form_applies_preset_then_form_values_and_rejects_empty_prompts(tiny_mod
 
 def test_status_text_names_position_progress_and_outcome(tmp_path):
     from text3d.app.jobs import JobSnapshot
-    from text3d.trainer import Progress
+    from text3d.training.trainer import Progress
 
     queued = JobSnapshot("a", JobStatus.QUEUED, "x", position=2)
     assert "position 2" in describe(queued) and "1 more waiting" in describe(queued)

@@ -9,8 +9,9 @@ import torch
 import trimesh
 
 from text3d.cameras import make_cameras
-from text3d.fields.dmtet import DMTet, DMTetConfig, build_tet_grid, load_tet_grid, marching_tets
-from text3d.fields.mesh_ops import laplacian_smoothness, normal_consistency, vertex_normals
+from text3d.fields.dmtet import DMTet, DMTetConfig
+from text3d.geometry.mesh import laplacian_smoothness, normal_consistency, vertex_normals
+from text3d.geometry.tets import build_tet_grid, load_tet_grid, marching_tets
 from text3d.pipeline import deterministic_algorithms
 from text3d.render.raster import antialias, interpolate, rasterize
 

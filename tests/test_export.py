@@ -17,17 +17,10 @@ from uv_checks import check_uvs
 
 from text3d.errors import ExportError
 from text3d.export.exporter import ExportConfig, export_density, export_mesh, parse_formats
-from text3d.export.mesh import (
-    auto_threshold,
-    clean_mesh,
-    decimate,
-    orient_outward,
-    placement,
-    ray_densities,
-    threshold_from_rays,
-)
+from text3d.export.mesh import clean_mesh, decimate, orient_outward, placement
 from text3d.export.texture import dilate, unwrap
 from text3d.export.writers import obj_file_names, staged_files
+from text3d.geometry.isosurface import auto_threshold, ray_densities, threshold_from_rays
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,8 @@ import trimesh
 from text3d.cli import main
 from text3d.config import save_config
 from text3d.io import write_json
-from text3d.stages.coarse import CoarseStage
-from text3d.trainer import read_checkpoint_meta, save_checkpoint
+from text3d.pipeline import build_stages
+from text3d.training.checkpoint import read_checkpoint_meta, save_checkpoint
 
 
 def glb_json(path: Path) -> dict:
@@ -35,8 +35,8 @@ def trained_run(make_config, tmp_path) -> Path:
         run / "run.json", {"prompt": cfg.prompt, "seed": cfg.seed, "status": "completed", "outputs": {}}
     )
     torch.manual_seed(cfg.seed)
-    stage = CoarseStage(cfg.coarse)
-    stage.before_step(0)  # the occupancy grid a trained stage has
+    stage = build_stages(cfg)[0]
+    stage.representation.before_step(0)  # the occupancy grid a trained stage has
     opt = torch.optim.Adam(stage.parameter_groups())
     save_checkpoint(run / "checkpoints" / "coarse.safetensors", stage, opt, cfg.coarse.steps, {})
     return run

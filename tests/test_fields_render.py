@@ -15,8 +15,9 @@ from text3d.cameras import (
 )
 from text3d.fields.encoding import HashGridConfig, HashGridEncoding
 from text3d.fields.nerf import NeRFField, NeRFFieldConfig
-from text3d.render.shading import ShadingMode, ShadingParams, shade
-from text3d.render.volume import accumulate, composite, ray_aabb
+from text3d.geometry.rays import composite, ray_aabb
+from text3d.render.shading import DiffuseShader, ShadingMode, ShadingParams, shade
+from text3d.render.volume import accumulate
 
 
 def _tiny_grid(dtype=torch.float64) -> HashGridEncoding:
@@ -147,7 +148,7 @@ def test_volume_renderer_gradcheck_through_field():
             def __call__(self, x, with_normals=False):
                 return functional_call(field, p, (x,), {"with_normals": with_normals})
 
-        return renderer(_F(), bg, cams, 3, 3, ShadingParams(ShadingMode.ALBEDO)).rgb
+        return renderer(_F(), bg, cams, 3, 3, DiffuseShader(), ShadingParams(ShadingMode.ALBEDO)).rgb
 
     w0 = base[names[0]].detach().clone().requires_grad_(True)
     b0 = base[names[1]].detach().clone().requires_grad_(True)
@@ -158,13 +159,13 @@ def test_blob_init_renders_a_centred_ball():
     field = NeRFField(
         NeRFFieldConfig(encoding=HashGridConfig(n_levels=4, log2_hashmap_size=12, max_resolution=64))
     )
-    from text3d.stages.coarse import CoarseStage, CoarseStageConfig
+    from text3d.representations.nerf import NeRFRepresentation
 
-    stage = CoarseStage(CoarseStageConfig())
-    stage.field = field
+    nerf = NeRFRepresentation()
+    nerf.field = field
     cams = turntable_cameras(1, distance=2.0, fovy_deg=60.0)
     with torch.no_grad():
-        out = stage.render(cams, 32, 32, ShadingParams(ShadingMode.ALBEDO))
+        out = nerf.render(cams, 32, 32, DiffuseShader(), ShadingParams(ShadingMode.ALBEDO))
     op = out.opacity[0, ..., 0]
     assert op[16, 16] > 0.95 and op[0, 0] < 0.05 and op[16, 0] < 0.05
     # depth at the centre: the camera is 2.0 away and the blob surface (density ~1) is near radius 0.5

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 from text3d.cli import main
 from text3d.config import apply_overrides, save_config
-from text3d.trainer import read_checkpoint_meta
+from text3d.training.checkpoint import read_checkpoint_meta
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "2"}
 

@@ -174,8 +174,9 @@ def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 def test_oracle_sds_pulls_nerf_renders_to_target(tiny_guidance):
     """(b) SDS through the real volume renderer, with an oracle denoiser, gains >= 10 dB PSNR toward x0."""
     from text3d.config import apply_overrides
-    from text3d.render.shading import ShadingMode, ShadingParams
-    from text3d.stages.coarse import CoarseStage, CoarseStageConfig
+    from text3d.recipes.text_to_3d import CoarseStageConfig, nerf_config
+    from text3d.render.shading import DiffuseShader, ShadingMode, ShadingParams
+    from text3d.representations.nerf import NeRFRepresentation
 
     res, bg = 32, (0.1, 0.2, 0.8)
     yy, xx = torch.meshgrid(torch.linspace(-1, 1, res), torch.linspace(-1, 1, res), indexing="ij")
@@ -201,22 +202,23 @@ def test_oracle_sds_pulls_nerf_renders_to_target(tiny_guidance):
             "lambda_sparsity": 0.0,
         },
     )
-    stage = CoarseStage(cfg)
+    nerf = NeRFRepresentation(nerf_config(cfg))
+    shader = DiffuseShader()
     cams = turntable_cameras(4, elevation_deg=10.0, distance=1.75, fovy_deg=50.0)
     albedo = ShadingParams(ShadingMode.ALBEDO)
     sds = SDSConfig(guidance_scale=1.0, t_range=(0.02, 0.98))
-    opt = torch.optim.Adam(stage.parameter_groups(), betas=(0.9, 0.99), eps=1e-15)
+    opt = torch.optim.Adam(nerf.param_groups(), betas=(0.9, 0.99), eps=1e-15)
 
     def psnr_now() -> float:
         with torch.no_grad():
-            rgb = stage.render(cams, res, res, albedo).rgb.permute(0, 3, 1, 2)
+            rgb = nerf.render(cams, res, res, shader, albedo).rgb.permute(0, 3, 1, 2)
         return _psnr(rgb, target.expand_as(rgb))
 
     before = psnr_now()
     for step in range(300):
-        stage.before_step(step)
+        nerf.before_step(step)
         cam = cams[step % 4]
-        out = stage.render(cam, res, res, albedo, training=True)
+        out = nerf.render(cam, res, res, shader, albedo, training=True)
         loss = guidance(out.rgb, text, cam.elevation, cam.azimuth, sds).loss
         opt.zero_grad()
         loss.backward()

@@ -177,7 +177,7 @@ class SyncProbe(TorchDispatchMode):
 
 def _coarse_trainer(make_config, tmp_path, device: str = "cpu", **overrides):
     from text3d.pipeline import build_stages
-    from text3d.trainer import Trainer, TrainerConfig
+    from text3d.training.trainer import Trainer, TrainerConfig
 
     cfg = make_config(device=device, **overrides)
     parts = build_random_sd("tiny", seed=0)
@@ -185,13 +185,13 @@ def _coarse_trainer(make_config, tmp_path, device: str = "cpu", **overrides):
         parts[name].to(device)
     g = StableDiffusionGuidance(**parts).optimize(channels_last=cfg.model.channels_last)
     text = g.prepare_text("a red apple")
-    stage = build_stages(cfg)[0].to(device)
-    return Trainer(stage, g, text, tmp_path, TrainerConfig(progress_bar=False))
+    stage = build_stages(cfg, g, text)[0].to(device)
+    return Trainer(stage, tmp_path, TrainerConfig(progress_bar=False))
 
 
 def test_probe_sees_a_host_read():
     """The probe itself: ``.item()``, ``bool()``, ``nonzero()`` and ``.tolist()`` of a tensor are all recorded."""
-    from text3d.fields import mesh_ops
+    from text3d.geometry import mesh as mesh_ops
 
     x = torch.rand(5)
     with SyncProbe() as probe:
@@ -202,7 +202,7 @@ def test_probe_sees_a_host_read():
         mesh_ops.edge_face_pairs(torch.tensor([[0, 1, 2], [1, 3, 2]]))  # reads int(faces.max())
     ops = [op for op, _, _ in probe.hits]
     assert ops[:4] == ["_local_scalar_dense", "_local_scalar_dense", "nonzero", "tolist"], ops
-    assert ("_local_scalar_dense", "fields/mesh_ops.py", "edge_face_pairs") in probe.hits
+    assert ("_local_scalar_dense", "geometry/mesh.py", "edge_face_pairs") in probe.hits
 
 
 def test_coarse_step_reads_nothing_back_but_the_occupancy_compaction(make_config, tmp_path):
