@@ -1,7 +1,7 @@
 """Photo sets for fitting: transforms.json (Blender/NeRF-synthetic, nerfstudio, instant-ngp) and COLMAP models,
 loaded into one :class:`PhotoSet` with text3d's conventions, plus scene normalisation and world frames.
 
-``render_dataset`` (Blender Cycles synthetic scenes) lives in :mod:`text3d.scenes` and is re-exported here.
+The synthetic scene generator (Blender Cycles) is :mod:`text3d.scenes`, a layer above.
 """
 
 from text3d.data.colmap import load_colmap, read_model
@@ -11,15 +11,6 @@ from text3d.data.load import detect_format, load_photo_set
 from text3d.data.normalize import SceneNormalization, compute_normalization
 from text3d.data.photoset import SPLITS, Intrinsics, PhotoSet
 from text3d.data.transforms import load_transforms, write_transforms
-
-
-def __getattr__(name: str):
-    # the scene generator is a layer above the loaders; import it only when asked for
-    if name in ("render_dataset", "SceneSpec"):
-        import text3d.scenes as scenes
-
-        return getattr(scenes, name)
-    raise AttributeError(f"module 'text3d.data' has no attribute {name!r}")
 
 
 __all__ = [
@@ -38,6 +29,5 @@ __all__ = [
     "load_photo_set",
     "load_transforms",
     "read_model",
-    "render_dataset",
     "write_transforms",
 ]
