@@ -8,7 +8,7 @@ Runs (the suite's tiny settings, CPU, deterministic kernels, the tiny random SD 
 - ``coarse``: the NeRF stage alone;
 - ``coarse_fine``: NeRF then DMTet;
 - ``perp_neg``: both stages with a negative prompt and Perp-Neg;
-- ``killed_resumed``: ``coarse_fine`` killed at coarse step 6 and at fine step 3 (each after a checkpoint
+- ``killed_resumed``: ``coarse_fine`` killed at coarse step 6 and at refine step 3 (each after a checkpoint
   at 4 / 2), resumed with ``text3d.pipeline.resume``; it must equal ``coarse_fine`` too.
 
 Usage::

@@ -63,3 +63,41 @@ def test_bad_yaml_files(tmp_path):
     (tmp_path / "c.yaml").write_text("!!python/object:os.system {}\n")
     with pytest.raises(ConfigError):
         load_config(tmp_path / "c.yaml")  # safe_load refuses to build objects
+
+
+def test_part_kinds_round_trip_and_unknown_kinds_are_one_line_errors(tmp_path, tiny_model_dir, capsys):
+    """Each stage picks its representation, view source, shader and objective by a ``kind`` field; YAML and
+    ``--set`` carry them, and an unknown kind stops the run before anything is loaded or written."""
+    from text3d.cli import main
+
+    cfg = GenerateConfig(prompt="a mug")
+    text = (save_config(cfg, tmp_path / "config.yaml")).read_text()
+    for line in (
+        "representation: nerf",
+        "representation: dmtet",
+        "views: orbit",
+        "shader: diffuse",
+        "objective: sds",
+    ):
+        assert line in text
+    assert load_config(tmp_path / "config.yaml") == cfg
+
+    out = tmp_path / "out"
+    base = ["generate", "a mug", "--model", str(tiny_model_dir), "--out", str(out), "--device", "cpu"]
+    for key, value, valid in (
+        ("coarse.representation", "gaussians", "nerf"),
+        ("refine.representation", "nerf", "dmtet"),
+        ("coarse.views", "photos", "orbit"),
+        ("refine.shader", "pbr", "diffuse"),
+        ("coarse.objective", "clip", "sds"),
+    ):
+        capsys.readouterr()
+        assert main([*base, "--set", f"{key}={value}"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and f"{key} must be one of {valid}; got '{value}'" in err, err
+        assert not out.exists() or not any(out.iterdir())  # no run folder
+
+    (tmp_path / "bad.yaml").write_text("coarse: {shader: toon}\n")
+    assert main([*base, "--config", str(tmp_path / "bad.yaml")]) == 2
+    assert "coarse.shader must be one of diffuse; got 'toon'" in capsys.readouterr().err
+    assert not out.exists() or not any(out.iterdir())

@@ -101,9 +101,9 @@ def test_generate_exports_meshes_at_the_end(make_config, tiny_guidance):
     summary = record["export"]
     assert summary["error"] is None and summary["faces"] > 0
     assert (result.run_dir / "checkpoints" / "refine.safetensors").is_file()
-    assert summary["threshold"] is None  # the fine stage's DMTet surface, not a density isosurface
+    assert summary["threshold"] is None  # the refine stage's DMTet surface, not a density isosurface
 
-    # Re-exporting the run gives the same surface: the fine stage is rebuilt from its checkpoint.
+    # Re-exporting the run gives the same surface: the refine stage is rebuilt from its checkpoint.
     from text3d.pipeline import export_run, load_run_config
 
     ply_only = dataclasses.replace(load_run_config(result.run_dir).export, formats=("ply",))

@@ -41,9 +41,9 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--coarse-steps", type=int, help="NeRF stage steps (default 10000)")
     p.add_argument("--coarse-res", type=int, help="NeRF render size in pixels (default 64)")
     p.add_argument(
-        "--refine-steps", type=int, help="DMTet fine stage steps (default 5000; 0 skips the stage)"
+        "--refine-steps", type=int, help="DMTet refine stage steps (default 5000; 0 skips the stage)"
     )
-    p.add_argument("--refine-res", type=int, help="fine stage render size in pixels (default 512)")
+    p.add_argument("--refine-res", type=int, help="refine stage render size in pixels (default 512)")
     p.add_argument("--negative", help="negative prompt")
     p.add_argument("--guidance-scale", type=float, help="classifier-free guidance scale (default 100)")
     p.add_argument(
@@ -215,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     ref.add_argument(
         "--refine-steps", type=int, help="fine stage steps (default: the run's, or 5000 if it had none)"
     )
-    ref.add_argument("--refine-res", type=int, help="fine stage render size in pixels (default: the run's)")
+    ref.add_argument("--refine-res", type=int, help="refine stage render size in pixels (default: the run's)")
     ref.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, mps")
     ref.set_defaults(func=cmd_refine)
 

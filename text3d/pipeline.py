@@ -213,6 +213,7 @@ def generate(
         raise PromptError(
             'the prompt is empty; describe the object, e.g. text3d generate "a ceramic owl mug"'
         )
+    text_to_3d.check_kinds(cfg.coarse, cfg.refine)  # before anything is loaded or a folder is made
     device = resolve_device(cfg.device)
     own_guidance = guidance is None
     if own_guidance:
@@ -460,7 +461,7 @@ def refine(
 
     Args:
         steps: fine-stage steps; default: the run's ``refine.steps``, or the stage default if the run had none.
-        resolution: fine-stage render size; default: the run's.
+        resolution: refine-stage render size; default: the run's.
         device: overrides the run's device setting.
 
     Raises:

@@ -2,7 +2,7 @@
 
 The steps (each in its own module):
 
-1. **Mesh** (:mod:`text3d.export.mesh`): the fine stage's DMTet surface as it is, or, for a coarse-only run, an
+1. **Mesh** (:mod:`text3d.export.mesh`): the refine stage's DMTet surface as it is, or, for a coarse-only run, an
    isosurface of the NeRF density by marching tets at a level chosen so the surface matches the rendered opacity
    (:func:`text3d.export.mesh.auto_threshold`; ``threshold`` overrides it). Then small floating pieces are
    dropped and the mesh is decimated to ``target_faces``.

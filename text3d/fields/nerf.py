@@ -2,8 +2,8 @@
 
 Density uses a Magic3D "blob" bias, ``blob_scale * (1 - |x| / blob_radius)``, added before the softplus, so the
 field starts as a soft ball at the centre: SDS has something to shade from step 0 and empty space stays empty.
-The same field keeps serving colour in the fine stage (DMTet queries :meth:`NeRFField.albedo` at surface points),
-which is how colour carries over from coarse to fine.
+The same field keeps serving colour in the refine stage (DMTet queries :meth:`NeRFField.albedo` at surface points),
+which is how colour carries over from the coarse stage to the refine stage.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ class NeRFField(nn.Module):
         return F.softplus(self._raw(x)[:, 0] + self.blob(x))
 
     def albedo(self, x: Float[Tensor, "N 3"]) -> Float[Tensor, "N 3"]:
-        """Diffuse colour in [0, 1] at world positions (also used by the fine stage and texture baking)."""
+        """Diffuse colour in [0, 1] at world positions (also used by the refine stage and texture baking)."""
         return torch.sigmoid(self._raw(x)[:, 1:])
 
     def density_gradient(self, x: Float[Tensor, "N 3"]) -> Float[Tensor, "N 3"]:

@@ -62,7 +62,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class SDSConfig:
-    """Per-stage SDS settings (the coarse and fine stages differ in their timestep range)."""
+    """Per-stage SDS settings (the coarse and refine stages differ in their timestep range)."""
 
     guidance_scale: float = 100.0
     t_range: tuple[float, float] = (0.02, 0.98)
@@ -363,25 +363,37 @@ class StableDiffusionGuidance:
         """Tokens ``text`` takes, start and end tokens included (the encoder reads ``model_max_length``)."""
         return len(self.tokenizer(text, truncation=False)["input_ids"])
 
-    def warn_if_truncated(self, prompt: str, negative_prompt: str = "") -> None:
-        """One warning per prompt (or negative prompt) that the text encoder will cut off."""
+    def truncation_notes(self, prompt: str, negative_prompt: str = "") -> list[str]:
+        """One line per prompt (or negative prompt) that the text encoder will cut off; empty when none is.
+
+        Batch mode prefixes each with ``file:line`` and the web app shows them to the user; ``prepare_text`` warns
+        with them.
+        """
+        if self.tokenizer is None:
+            return []
         max_len = self.tokenizer.model_max_length
-        for what, text in (("prompt", view_prompts(prompt)[3]), ("negative prompt", negative_prompt)):
+        notes = []
+        for what, text in (("prompt", view_prompts(prompt.strip())[3]), ("negative prompt", negative_prompt)):
             n = self.token_count(text)
             if n > max_len:
                 suffix = " with its view suffix" if what == "prompt" else ""
-                warnings.warn(
+                notes.append(
                     f"the {what} is {n} tokens{suffix}, more than the text encoder's {max_len}; the rest is "
-                    f"ignored (shorten it): {text[:50]!r}...",
-                    PromptTruncatedWarning,
-                    stacklevel=3,
+                    f"ignored (shorten it): {text[:50]!r}..."
                 )
+        return notes
 
-    def prepare_text(self, prompt: str, negative_prompt: str = "") -> TextEmbeddings:
+    def warn_if_truncated(self, prompt: str, negative_prompt: str = "") -> None:
+        """One :class:`PromptTruncatedWarning` per prompt (or negative prompt) that the text encoder will cut off."""
+        for note in self.truncation_notes(prompt, negative_prompt):
+            warnings.warn(note, PromptTruncatedWarning, stacklevel=3)
+
+    def prepare_text(self, prompt: str, negative_prompt: str = "", warn: bool = True) -> TextEmbeddings:
         """Encode (once) and cache the plain, view-dependent and negative embeddings of a prompt.
 
         Warns (:class:`PromptTruncatedWarning`) once if the prompt, with the longest view suffix, or the negative
-        prompt is longer than the encoder's context (77 tokens for CLIP).
+        prompt is longer than the encoder's context (77 tokens for CLIP), unless ``warn`` is off (for a caller
+        that reports :meth:`truncation_notes` itself, with where the prompt came from).
         """
         prompt = prompt.strip()
         if not prompt:
@@ -390,7 +402,7 @@ class StableDiffusionGuidance:
             )
         key = (prompt, negative_prompt)
         if key not in self._cache:
-            if self.tokenizer is not None:
+            if warn and self.tokenizer is not None:
                 self.warn_if_truncated(prompt, negative_prompt)
             emb = self.encode_text([prompt, *view_prompts(prompt), negative_prompt])
             self._cache[key] = TextEmbeddings(plain=emb[:1], views=emb[1:5], uncond=emb[5:6])

@@ -1,7 +1,7 @@
 """Differentiable triangle rasterization: nvdiffrast on CUDA when installed, a pure-PyTorch twin everywhere else.
 
 Four functions, :func:`rasterize`, :func:`interpolate`, :func:`antialias` and :func:`texture`, with the signatures
-and output layout of nvdiffrast's (``nvdiffrast.torch``), so the fine stage and the exporter never care which
+and output layout of nvdiffrast's (``nvdiffrast.torch``), so the refine stage and the exporter never care which
 backend ran. Backends (``backend=``):
 
 - ``"nvdiffrast"``: the CUDA rasterizer of nvdiffrast (``pip install text3d[nvdiffrast]`` pulls

@@ -184,8 +184,9 @@ class Trainer:
                     last_loss = float(loss)
                     if not math.isfinite(last_loss):
                         raise FloatingPointError(
-                            f"{self.stage.name} loss became {last_loss} at step {self.step}; lower the guidance "
-                            "scale or set sds.grad_clip, and resume from the last checkpoint with --resume"
+                            f"{self.stage.name} loss became {last_loss} at step {self.step}; resume from the last "
+                            "checkpoint with --resume after a change (under SDS: lower the guidance scale or set "
+                            "sds.grad_clip)"
                         )
                     with open(metrics_path, "a", encoding="utf-8") as fh:
                         fh.write(
