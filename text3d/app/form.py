@@ -3,8 +3,9 @@
 Precedence is the CLI's: the app's base config <- the chosen preset <- the values in the form. The form shows
 the preset's numbers when the preset changes, so what the user sees is what runs. A knob is offered only when
 the config has the field it sets (the refine-steps box appears once the config has a ``refine`` stage), and every
-knob is set through :func:`text3d.config.apply_overrides`, with the CLI's short names where one exists, so the
-app can never accept a setting the CLI would reject.
+knob is set through :func:`text3d.config.apply_overrides`, with the CLI's short names where one exists, and the
+result is range-checked by :func:`text3d.validation.check_settings`, so the app can never accept a setting the CLI
+would reject, and rejects what the CLI rejects with the same words.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 from text3d.config import ALIASES, PRESETS, GenerateConfig, apply_overrides
 from text3d.errors import ConfigError, PromptError
-from text3d.guidance.stable_diffusion import WEIGHTINGS
+from text3d.validation import check_prompt, check_settings
 
 STAGES = ("coarse", "refine")
 """Stage sub-configs a knob may reach, in run order; those missing from the config are skipped."""
@@ -109,17 +110,16 @@ def config_from_form(base: GenerateConfig, values: FormValues) -> GenerateConfig
     """The config a form submission runs: ``base`` <- preset <- the form's non-``None`` values.
 
     Raises:
-        PromptError: the prompt is empty (the app shows this and starts no job).
-        ConfigError: an unknown preset or a value the config rejects.
+        PromptError: the prompt is empty or longer than :data:`text3d.validation.MAX_PROMPT_CHARS` (the app
+            shows this and starts no job).
+        ConfigError: an unknown preset, a value the config rejects, or one outside the ranges of
+            :func:`text3d.validation.check_settings` (the same checks as the CLI, YAML configs and batch lines).
     """
     prompt = (values.prompt or "").strip()
     if not prompt:
         raise PromptError("the prompt is empty; describe the object, e.g. “a ceramic owl mug”")
-    if values.weighting is not None and values.weighting not in WEIGHTINGS:
-        # the config stores any string and the guidance would only fail mid-run; reject it before queueing
-        raise ConfigError(
-            f"unknown SDS weighting {values.weighting!r}; choose one of {', '.join(WEIGHTINGS)}"
-        )
+    check_prompt(prompt)
+    check_prompt(values.negative_prompt or "", "negative prompt")
     cfg = apply_overrides(with_preset(base, values.preset), {"prompt": prompt})
     overrides: dict[str, Any] = {}
     for name, paths in knob_paths(cfg).items():
@@ -130,4 +130,6 @@ def config_from_form(base: GenerateConfig, values: FormValues) -> GenerateConfig
             value = random.SystemRandom().randrange(2**31)
         for path in paths:
             overrides[path] = value
-    return apply_overrides(cfg, overrides)
+    cfg = apply_overrides(cfg, overrides)
+    check_settings(cfg)
+    return cfg

@@ -15,8 +15,10 @@ Override keys are the :data:`text3d.config.ALIASES` short names (the CLI flag na
 Settings that must be the same for the whole batch (``model``, ``device``, ``out_dir``) can't change per line,
 because the batch loads one model per process and owns the output folder.
 
-A bad line (undecodable bytes, a line over :data:`MAX_LINE_CHARS`, an unknown key, a bad value, an empty prompt,
-control characters) never stops the batch: it becomes a :class:`LineIssue` with its file and line number.
+A bad line (undecodable bytes, a line over :data:`MAX_LINE_CHARS`, an unknown key, a bad value or one out of the
+range :func:`text3d.validation.check_settings` allows, an empty prompt, control characters) never stops the batch:
+it becomes a :class:`LineIssue` with its file and line number. UTF-16 files with a byte-order mark are read as
+text; without one they are refused with one line (:func:`as_utf8`).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from typing import Any
 from text3d.config import ALIASES, GenerateConfig, apply_overrides
 from text3d.errors import ConfigError, PromptFileError
 from text3d.pipeline import slugify
+from text3d.validation import check_settings
 
 MAX_LINE_CHARS = 1000
 """Longest accepted line, overrides included. CLIP reads 77 tokens (a few hundred characters at most), so a
@@ -86,6 +89,8 @@ class BatchItem:
     overrides: dict[str, Any]
     cfg: GenerateConfig
     key: str
+    notes: tuple[str, ...] = ()
+    """Settings of this line that are legal but look like mistakes (:func:`text3d.validation.check_settings`)."""
 
 
 @dataclass
@@ -150,7 +155,8 @@ def make_item(
     """Validate one line's prompt and overrides against ``base``.
 
     Raises:
-        ConfigError: the one-line reason the line is bad (the caller adds file and line).
+        ConfigError: the one-line reason the line is bad, including a setting out of the range
+            :func:`text3d.validation.check_settings` allows (the caller adds file and line).
     """
     prompt = prompt.strip()
     if not prompt:
@@ -169,7 +175,11 @@ def make_item(
                 f"{key!r}: give one value per key (dotted keys for nested settings), not {value!r}"
             )
     cfg = apply_overrides(dataclasses.replace(base, prompt=prompt), overrides)
-    return BatchItem(file, line, text, prompt, dict(overrides), cfg, run_key(file, line, text, prompt))
+    notes = check_settings(
+        cfg
+    )  # the ranges generate() checks, so a bad line fails here, before anything runs
+    key = run_key(file, line, text, prompt)
+    return BatchItem(file, line, text, prompt, dict(overrides), cfg, key, tuple(notes))
 
 
 def _parse_line(text: str, jsonl: bool) -> tuple[str, dict[str, Any]]:
@@ -188,6 +198,32 @@ def _parse_line(text: str, jsonl: bool) -> tuple[str, dict[str, Any]]:
     return prompt, obj
 
 
+def as_utf8(data: bytes, name: str) -> bytes:
+    """The bytes of a prompt file as UTF-8 without a byte-order mark.
+
+    Windows editors (Notepad's "Unicode", PowerShell's ``>``) save UTF-16 with a byte-order mark: such a file is
+    decoded whole and re-encoded, so it reads like its UTF-8 twin. UTF-16 without a mark (NUL bytes between the
+    letters) or UTF-32 is refused with one line, rather than reported as a bad line for each of its lines.
+
+    Raises:
+        PromptFileError: the file is UTF-32, UTF-16 without a byte-order mark, or broken UTF-16.
+    """
+    if data.startswith((b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")):
+        raise PromptFileError(f"prompt file {name} is UTF-32: save it as UTF-8")
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        try:
+            return data.decode("utf-16").encode("utf-8")
+        except UnicodeDecodeError:
+            raise PromptFileError(
+                f"prompt file {name} is UTF-16 but cut or damaged: save it as UTF-8"
+            ) from None
+    head = data[:4096]
+    nul_pairs = max(head[0::2].count(0), head[1::2].count(0))  # ASCII in UTF-16: a NUL in every other byte
+    if len(head) >= 4 and nul_pairs * 5 >= len(head) * 2:
+        raise PromptFileError(f"prompt file {name} is UTF-16: save it as UTF-8")
+    return data.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark from Windows editors
+
+
 def parse_prompt_file(path: str | Path, base: GenerateConfig | None = None) -> ParsedBatch:
     """Parse one prompt file (``.jsonl`` by suffix, otherwise the text form) against the batch config ``base``.
 
@@ -204,7 +240,7 @@ def parse_prompt_file(path: str | Path, base: GenerateConfig | None = None) -> P
         data = p.read_bytes()
     except OSError as err:
         raise PromptFileError(f"cannot read prompt file {name}: {err.strerror}") from None
-    data = data.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark from Windows editors
+    data = as_utf8(data, name)
     jsonl = p.suffix.lower() == ".jsonl"
     out = ParsedBatch()
     for number, raw in enumerate(data.split(b"\n"), start=1):
@@ -230,6 +266,7 @@ def parse_prompt_file(path: str | Path, base: GenerateConfig | None = None) -> P
         except ConfigError as err:
             out.errors.append(LineIssue(name, number, str(err)))
             continue
+        out.warnings += [LineIssue(name, number, note) for note in item.notes]
         if _PATH_LIKE.search(item.prompt):
             out.warnings.append(
                 LineIssue(
