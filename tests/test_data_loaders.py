@@ -7,6 +7,7 @@ scipy's quaternions, ``camera_angle_x``), not from the loaders' helpers.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import struct
@@ -391,7 +392,7 @@ def test_too_few_images_and_empty_folders(tmp_path):
     (tmp_path / "empty" / "notes.txt").write_text("hi")
     _raises_one_line(tmp_path / "empty", "no images, no transforms.json and no COLMAP model")
     write_png(tmp_path / "plain" / "images" / "a.png", 8, 8)
-    _raises_one_line(tmp_path / "plain", "plain photos with no poses")
+    _raises_one_line(tmp_path / "plain", "1 image.*structure-from-motion needs at least 3|needs pycolmap")
     _raises_one_line(tmp_path / "nowhere", "no such file or folder")
 
 
@@ -399,3 +400,11 @@ def test_unsupported_colmap_camera_model(tmp_path):
     cams, pts = _colmap_scene(3)
     _write_colmap(tmp_path, True, cams, pts, model=("OPENCV_FISHEYE", (20.0, 20.0, 15.0, 10.0, 0.1, 0, 0, 0)))
     _raises_one_line(tmp_path, "camera model OPENCV_FISHEYE is not supported")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("pycolmap") is None, reason="pycolmap not installed")
+def test_sfm_registering_too_few_images_names_them(tmp_path):
+    """Plain photos go to structure-from-motion; unrelated noise images register nothing: one line, with counts."""
+    for i in range(4):
+        write_png(tmp_path / "images" / f"p{i}.png", 48, 48, alpha=False)
+    _raises_one_line(tmp_path, r"structure-from-motion registered (0|only \d) of 4 images")

@@ -44,6 +44,7 @@ def load_photo_set(
     margin: float = 0.1,
     normalize_method: str = "auto",
     holdout: int = 0,
+    sfm_dir: str | os.PathLike | None = None,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
 ) -> PhotoSet:
@@ -54,11 +55,12 @@ def load_photo_set(
             (``sparse/0`` + ``images/``), or a transforms json file.
         normalize, bound, margin, normalize_method: see :meth:`PhotoSet.normalized`.
         holdout: if > 1 and the set has no test split, hold out every ``holdout``-th image as ``"test"``.
+        sfm_dir: for plain photos (no poses), where structure-from-motion keeps its database and model
+            (default: a temporary folder). The SfM report is in ``photos.meta["sfm"]``.
         dtype, device: of the image tensors.
 
     Raises:
-        DataError: one line saying what is wrong with the input (plain photos need structure-from-motion,
-            which is not built yet).
+        DataError: one line saying what is wrong with the input (including SfM registering too few images).
     """
     kind = detect_format(path)
     if kind == "transforms":
@@ -66,10 +68,9 @@ def load_photo_set(
     elif kind == "colmap":
         photos = load_colmap(path, dtype=dtype, device=device)
     else:
-        raise DataError(
-            f"{path}: plain photos with no poses; structure-from-motion is not available yet "
-            "(give a transforms.json or a COLMAP sparse/0 model)"
-        )
+        from text3d.data.sfm import load_unposed
+
+        photos = load_unposed(path, work_dir=sfm_dir, dtype=dtype, device=device)
     if holdout and holdout > 1 and photos.counts()["test"] == 0:
         photos = photos.with_holdout(holdout)
     if normalize:

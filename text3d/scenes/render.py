@@ -45,6 +45,7 @@ from text3d.scenes.spec import (
     WorldSpec,
     checker_texture,
     gradient_texture,
+    noise_texture,
     rig_cameras,
     sky_hdr,
 )
@@ -96,8 +97,8 @@ def _check(spec: SceneSpec) -> None:
         raise SceneRenderError(f"mesh {src!r} is neither a file nor a primitive ({', '.join(PRIMITIVES)})")
     tex = spec.material.texture
     if tex is not None:
-        if tex.kind not in ("file", "checker", "gradient"):
-            raise SceneRenderError(f"texture kind {tex.kind!r} is not one of file, checker, gradient")
+        if tex.kind not in ("file", "checker", "gradient", "noise"):
+            raise SceneRenderError(f"texture kind {tex.kind!r} is not one of file, checker, gradient, noise")
         if tex.kind == "file" and not (tex.path and Path(tex.path).is_file()):
             raise SceneRenderError(f"texture file {tex.path!r} not found")
     if spec.material.kind not in ("principled", "emission"):
@@ -161,7 +162,10 @@ def _job(spec: SceneSpec, out_dir: Path) -> dict:
             dst = out_dir / ("texture" + Path(tex.path).suffix.lower())
             shutil.copyfile(tex.path, dst)
         else:
-            img = checker_texture(tex) if tex.kind == "checker" else gradient_texture(tex)
+            make = {"checker": checker_texture, "gradient": gradient_texture, "noise": noise_texture}[
+                tex.kind
+            ]
+            img = make(tex)
             dst = _write_png(out_dir / "texture.png", img)
         material["texture"] = str(dst)
     world = {"strength": spec.world.strength, "rotation_z_deg": spec.world.rotation_z_deg}
@@ -281,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=float, default=1.0, help="object size (files: longest side; 0 keeps it)")
     p.add_argument("--subdivision", type=int, default=0)
     p.add_argument("--smooth", action="store_true")
-    p.add_argument("--texture", default="checker", help="an image file, checker, gradient or none")
+    p.add_argument("--texture", default="checker", help="an image file, checker, gradient, noise or none")
     p.add_argument("--unlit", action="store_true", help="emission shader: pixels equal the texture")
     p.add_argument("--roughness", type=float, default=0.5)
     p.add_argument("--metallic", type=float, default=0.0)
@@ -307,7 +311,7 @@ def spec_from_args(args: argparse.Namespace) -> SceneSpec:
     tex_arg = args.texture
     if tex_arg == "none":
         texture = None
-    elif tex_arg in ("checker", "gradient"):
+    elif tex_arg in ("checker", "gradient", "noise"):
         texture = TextureSpec(kind=tex_arg)
     else:
         texture = TextureSpec(kind="file", path=str(Path(tex_arg).resolve()))

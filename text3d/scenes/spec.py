@@ -36,7 +36,8 @@ class MeshSpec:
 
 @dataclass(frozen=True)
 class TextureSpec:
-    """A base-colour texture (sRGB), UV-mapped. ``kind``: ``"file"`` (``path``), ``"checker"`` or ``"gradient"``."""
+    """A base-colour texture (sRGB), UV-mapped. ``kind``: ``"file"`` (``path``), ``"checker"``, ``"gradient"`` or
+    ``"noise"`` (smooth random colour blobs from ``seed``: distinctive everywhere, what feature matchers need)."""
 
     kind: str = "checker"
     path: str | None = None
@@ -45,6 +46,8 @@ class TextureSpec:
     """Checker: squares per side; the two colours are ``colors[0]`` and ``colors[1]``."""
     colors: tuple[tuple[float, float, float], ...] = ((0.9, 0.15, 0.1), (0.1, 0.35, 0.9))
     """sRGB colours in [0, 1]."""
+    seed: int = 0
+    """Noise: the random seed."""
 
 
 @dataclass(frozen=True)
@@ -220,6 +223,24 @@ def gradient_texture(spec: TextureSpec) -> np.ndarray:
     s = spec.size
     u = (np.arange(s) + 0.5) / s
     img = np.stack(np.broadcast_arrays(u[None, :], u[:, None], np.full((1, 1), 0.35)), -1)
+    return np.clip(np.round(img * 255), 0, 255).astype(np.uint8)
+
+
+def noise_texture(spec: TextureSpec) -> np.ndarray:
+    """``uint8 [S, S, 3]``: a sum of random colour blobs at several scales (seeded), with no repeats."""
+    s = spec.size
+    rng = np.random.default_rng(spec.seed)
+    img = np.zeros((s, s, 3))
+    for cells in (4, 8, 16, 32):
+        grid = rng.random((cells + 1, cells + 1, 3))
+        x = np.linspace(0, cells, s, endpoint=False)
+        i = x.astype(int)
+        f = x - i
+        f = f * f * (3 - 2 * f)
+        a = grid[i][:, i] * (1 - f)[None, :, None] + grid[i][:, i + 1] * f[None, :, None]
+        b = grid[i + 1][:, i] * (1 - f)[None, :, None] + grid[i + 1][:, i + 1] * f[None, :, None]
+        img += (a * (1 - f)[:, None, None] + b * f[:, None, None]) / cells**0.5
+    img = (img - img.min()) / (img.max() - img.min())
     return np.clip(np.round(img * 255), 0, 255).astype(np.uint8)
 
 
