@@ -38,7 +38,7 @@ import torch
 
 from text3d.batch.promptfile import BatchItem, LineIssue, ParsedBatch, parse_prompt_files
 from text3d.config import GenerateConfig
-from text3d.errors import Cancelled, PromptFileError, Text3DError
+from text3d.errors import Cancelled, PromptFileError, PromptTruncatedWarning, Text3DError
 from text3d.io import write_json
 from text3d.pipeline import generate, load_guidance, resolve_device, slugify
 from text3d.training.trainer import Callback, Progress
@@ -347,7 +347,8 @@ def run_batch(
         runnable = []
         for item in pending:  # encode every prompt while the text encoder is loaded, then free it
             try:
-                guidance.prepare_text(item.cfg.prompt, item.cfg.negative_prompt)
+                _report_truncation(guidance, item, parsed)
+                guidance.prepare_text(item.cfg.prompt, item.cfg.negative_prompt, warn=False)
                 runnable.append(item)
             except Exception as err:
                 finish(
@@ -382,6 +383,15 @@ def run_batch(
         write_summary(batch)
     state.wait_for_everyone()
     return batch
+
+
+def _report_truncation(guidance, item: BatchItem, parsed: ParsedBatch) -> None:
+    """Warn, as ``file:line: ...``, for a prompt the text encoder will cut off; the summary lists it too."""
+    notes = getattr(guidance, "truncation_notes", None)
+    for note in notes(item.cfg.prompt, item.cfg.negative_prompt) if notes is not None else []:
+        issue = LineIssue(item.file, item.line, note)
+        parsed.warnings.append(issue)
+        warnings.warn(str(issue), PromptTruncatedWarning, stacklevel=3)
 
 
 def _run_item(
