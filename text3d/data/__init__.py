@@ -12,7 +12,6 @@ from text3d.data.normalize import SceneNormalization, compute_normalization
 from text3d.data.photoset import SPLITS, Intrinsics, PhotoSet
 from text3d.data.transforms import load_transforms, write_transforms
 
-
 __all__ = [
     "SPLITS",
     "Y_UP",
