@@ -77,6 +77,8 @@ class JobSnapshot:
     cancel_requested: bool = False
     stages: tuple[str, ...] = ()
     """The training stages this job runs, in order (for "stage 2 of 2")."""
+    notes: tuple[str, ...] = ()
+    """Warnings for the user about this job, e.g. that the text encoder cuts the prompt off."""
 
     @property
     def done(self) -> bool:
@@ -302,9 +304,11 @@ class JobRunner:
             guidance = self._ensure_guidance()
             if job.cancel.is_set():
                 raise Cancelled()
+            truncation = getattr(guidance, "truncation_notes", None)  # shown to the user, not only logged
+            notes = tuple(truncation(job.cfg.prompt, job.cfg.negative_prompt)) if truncation else ()
             run_dir = new_run_dir(job.cfg.out_dir, job.cfg.prompt)
             with self._cond:
-                self._update(job, status=JobStatus.RUNNING, run_dir=run_dir)
+                self._update(job, status=JobStatus.RUNNING, run_dir=run_dir, notes=notes)
 
             def on_progress(progress: Progress) -> None:
                 with self._cond:

@@ -30,12 +30,13 @@ import gradio as gr
 from text3d.app.form import FormValues, config_from_form, form_defaults, has_path, knob_paths
 from text3d.app.jobs import JobRunner, JobSnapshot, JobStatus
 from text3d.app.runs import RunView, example_prompts, obj_zip, read_run, scan_runs
-from text3d.app.status import describe
+from text3d.app.status import code, describe, describe_past_run, toast
 from text3d.config import PRESETS, GenerateConfig, apply_overrides
 from text3d.errors import Text3DError
 from text3d.export.exporter import ExportConfig
 from text3d.guidance.stable_diffusion import WEIGHTINGS
 from text3d.recipes.text_to_3d import RefineStageConfig
+from text3d.validation import MAX_TEXTURE, MIN_RESOLUTION, MIN_TEXTURE, check_settings
 
 PREVIEW_EVERY_S = 3.0
 """Wall-clock preview cadence the app asks of the trainer (unless the base config sets its own)."""
@@ -207,7 +208,11 @@ class WebApp:
                 cfg = config_from_form(app.base, values)
                 snap = app.runner.submit(cfg, owner=_owner(request))
             except Text3DError as err:
-                raise gr.Error(str(err), title="Nothing was started") from None
+                raise gr.Error(toast(err), title="Nothing was started") from None
+            for note in check_settings(
+                cfg
+            ):  # legal but suspicious (a guidance scale of 1e9): say so, run anyway
+                gr.Warning(toast(note), title="Check this setting")
             yield from app._follow(snap)
 
         return generate
@@ -216,10 +221,13 @@ class WebApp:
         """Stream a job's snapshots (at most one update per ``poll_s``) and then its results."""
         skip = gr.skip()
         yield describe(snap), None, None, None, None, skip, skip
-        shown_version, shown_preview = snap.version, None
+        shown_version, shown_preview, shown_notes = snap.version, None, set()
         while not snap.done:
             time.sleep(self.poll_s)
             snap = self.runner.wait(snap.id, shown_version, timeout=10.0)
+            for note in set(snap.notes) - shown_notes:  # e.g. the prompt is cut off: also in the status line
+                gr.Warning(toast(note), title="About your prompt")
+                shown_notes.add(note)
             if snap.version == shown_version or snap.done:
                 continue
             shown_version = snap.version
@@ -234,7 +242,7 @@ class WebApp:
         status = describe(snap, export_error=view.export_error if view is not None else None)
         yield status, *self._result_outputs(view, snap.preview), gallery, run_dirs
         if snap.status is JobStatus.FAILED:
-            raise gr.Error(snap.error or "the run failed", title="The run failed")
+            raise gr.Error(toast(snap.error or "the run failed"), title="The run failed")
 
     def _cancel_fn(self):
         app = self
@@ -268,7 +276,7 @@ class WebApp:
             view = read_run(run_dirs[evt.index])
             if view is None:
                 raise gr.Error("That run folder is gone or unreadable.")
-            status = f"**Past run** · {view.prompt} · {view.status} · run folder `{view.run_dir}`"
+            status = describe_past_run(view.prompt, view.status, view.run_dir)
             return status, *app._result_outputs(view, view.preview)
 
         return show_run
@@ -326,7 +334,7 @@ class WebApp:
                             value=defaults.steps,
                             label="Steps",
                             precision=0,
-                            minimum=1,
+                            minimum=0,
                             info="NeRF (coarse) stage",
                             elem_id="steps",
                             min_width=100,
@@ -344,7 +352,8 @@ class WebApp:
                             value=defaults.resolution,
                             label="NeRF resolution (px)",
                             precision=0,
-                            minimum=8,
+                            minimum=MIN_RESOLUTION,
+                            step=2,
                             info="coarse stage renders; 64 is the anchors' default",
                             visible="resolution" in offered,
                         )
@@ -360,7 +369,8 @@ class WebApp:
                             value=defaults.refine_resolution or RefineStageConfig.resolution,
                             label="Refine resolution (px)",
                             precision=0,
-                            minimum=8,
+                            minimum=MIN_RESOLUTION,
+                            step=2,
                             info="mesh stage renders",
                             visible="refine_resolution" in offered,
                         )
@@ -389,8 +399,8 @@ class WebApp:
                             value=defaults.texture_size or ExportConfig.texture_size,
                             label="Texture size (px)",
                             precision=0,
-                            minimum=16,
-                            maximum=8192,
+                            minimum=MIN_TEXTURE,
+                            maximum=MAX_TEXTURE,
                             info="of the exported GLB/OBJ",
                             visible="texture_size" in offered,
                         )
@@ -410,10 +420,11 @@ class WebApp:
                     else:
                         gr.Markdown(
                             f"*No example prompts: add `*.txt` files (one prompt per line) to "
-                            f"`{self.prompts_dir}/`.*"
+                            f"{code(f'{self.prompts_dir}/')}.*"
                         )
                 with gr.Column(scale=3, min_width=360):
-                    status = gr.Markdown("Ready.", elem_id="status")
+                    # user text in it is escaped (status.text); no TeX either, so "$$" in a prompt stays text
+                    status = gr.Markdown("Ready.", elem_id="status", latex_delimiters=[])
                     preview_img = gr.Image(
                         label="Preview (albedo above, geometry below)",
                         type="filepath",
