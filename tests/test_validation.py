@@ -158,3 +158,30 @@ def test_the_web_form_limits_prompt_length_with_a_clear_message(make_config):
         config_from_form(base, FormValues(prompt=ok + "a"))
     with pytest.raises(PromptError, match="the negative prompt is 5000 characters"):
         config_from_form(base, FormValues(prompt="x", negative_prompt="b" * 5000))
+
+
+# ---------------------------------------------------------------------------------------------- the CLI
+@pytest.mark.xfail(
+    strict=True,
+    reason="pipeline.generate() does not call validate_settings yet (the training-core refactor adds it); "
+    "remove this marker then",
+)
+def test_cli_out_of_range_flags_and_yaml_are_one_line_exit_2_and_no_run_folder(
+    tiny_model_dir, tmp_path, capsys
+):
+    """Acceptance (e) for the CLI and YAML configs."""
+    from text3d.cli import main
+
+    yaml_file = tmp_path / "bad.yaml"
+    yaml_file.write_text("coarse:\n  resolution: 1\n", encoding="utf-8")
+    for flags, named in (
+        (["--coarse-steps", "-5", "--refine-steps", "0"], "coarse.steps (coarse-steps) is -5"),
+        (["--coarse-res", "1"], "coarse.resolution (coarse-res) is 1"),
+        (["--config", str(yaml_file)], "coarse.resolution (coarse-res) is 1"),
+    ):
+        out = tmp_path / "out"
+        argv = ["generate", "a mug", "--model", str(tiny_model_dir), "--device", "cpu", "--out", str(out)]
+        assert main([*argv, *flags]) == 2, flags
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and named in err[0], (flags, err)
+        assert not out.exists() or not any(out.iterdir()), flags
