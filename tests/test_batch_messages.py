@@ -69,3 +69,10 @@ def test_a_truncated_prompt_is_reported_as_file_line_in_the_warning_and_the_summ
 def _warnings(summary: dict) -> list:
     found = summary.get("warnings", [])
     return [f"{w['file']}:{w['line']}: {w['message']}" if isinstance(w, dict) else str(w) for w in found]
+
+
+def test_web_app_examples_read_utf16_prompt_files_too(tmp_path):
+    from text3d.app.runs import example_prompts
+
+    (tmp_path / "win.txt").write_bytes(b"\xff\xfe" + LINES.replace("\n", "\r\n").encode("utf-16-le"))
+    assert example_prompts(tmp_path) == {"win": ["a red fox", "a ceramic owl mug", "un café crème"]}

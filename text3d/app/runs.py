@@ -160,14 +160,15 @@ def example_prompts(folder: str | Path) -> dict[str, list[str]]:
     separator are dropped (an example only fills in the prompt box). Unlike :func:`parse_prompt_file`, a line
     whose overrides this config would reject still yields its prompt.
     """
-    from text3d.batch.promptfile import OVERRIDE_SEPARATOR
+    from text3d.batch.promptfile import OVERRIDE_SEPARATOR, as_utf8
+    from text3d.errors import PromptFileError
 
     folder = Path(folder)
     out: dict[str, list[str]] = {}
     for path in sorted(folder.glob("*.txt")) if folder.is_dir() else []:
-        try:
-            lines = path.read_text(encoding="utf-8-sig", errors="replace").splitlines()
-        except OSError:
+        try:  # batch mode's decoding: UTF-8, or UTF-16 with a byte-order mark
+            lines = as_utf8(path.read_bytes(), str(path)).decode("utf-8", errors="replace").splitlines()
+        except (OSError, PromptFileError):
             continue
         prompts: list[str] = []
         for line in lines:
