@@ -223,6 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_batch_parser(sub)
 
+    from text3d.toy.cli import add_toy_parser
+
+    add_toy_parser(sub)
+
     bench = sub.add_parser(
         "bench", help="speed benchmark on the real SD 2.1-base architecture (random weights)"
     )
