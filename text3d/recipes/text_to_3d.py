@@ -23,10 +23,11 @@ from text3d.render.volume import VolumeRendererConfig
 from text3d.representations.base import Ramp
 from text3d.representations.dmtet import DMTetRepresentation, DMTetRepresentationConfig
 from text3d.representations.nerf import NeRFConfig, NeRFRepresentation
+from text3d.representations.sdf import SDFConfig, SDFRepresentation
 from text3d.training.stage import OptimConfig, Stage
 from text3d.views import OrbitViews
 
-COARSE_REPRESENTATIONS = ("nerf",)
+COARSE_REPRESENTATIONS = ("nerf", "sdf")
 REFINE_REPRESENTATIONS = ("dmtet",)
 VIEW_KINDS = ("orbit",)
 SHADER_KINDS = ("diffuse",)
@@ -59,7 +60,8 @@ class CoarseStageConfig(StageConfig):
     steps: int = 10000
     resolution: int = 64
     representation: str = "nerf"
-    """Kind of representation: ``nerf`` (set by ``nerf``, ``background``, ``renderer``, ``occupancy``)."""
+    """Kind of representation: ``nerf`` (set by ``nerf``, ``background``, ``renderer``, ``occupancy``) or ``sdf``
+    (a sphere-traced signed distance field, set by ``sdf`` and ``background``; needs ``refine.steps = 0``)."""
     nerf: NeRFFieldConfig = field(default_factory=NeRFFieldConfig)
     background: BackgroundConfig = field(default_factory=BackgroundConfig)
     renderer: VolumeRendererConfig = field(default_factory=VolumeRendererConfig)
@@ -68,6 +70,8 @@ class CoarseStageConfig(StageConfig):
     """Orientation penalty weight (threestudio: 10 -> 1000 over 5k steps); active on shaded steps."""
     lambda_sparsity: float = 1.0
     """Weight of ``mean(sqrt(opacity^2 + 0.01))``: keeps empty space empty."""
+    sdf: SDFConfig = field(default_factory=SDFConfig)
+    """The ``sdf`` representation: field, sphere tracer (``sdf.tracer.silhouette``), eikonal weight, mesh grid."""
 
 
 @dataclass(frozen=True)
@@ -117,6 +121,10 @@ def check_kinds(coarse: CoarseStageConfig, refine: RefineStageConfig) -> None:
         check_kind(f"{name}.views", cfg.views, VIEW_KINDS)
         check_kind(f"{name}.shader", cfg.shader, SHADER_KINDS)
         check_kind(f"{name}.objective", cfg.objective, OBJECTIVE_KINDS)
+    if coarse.representation == "sdf" and refine.steps > 0:
+        raise ConfigError(
+            "the refine stage (DMTet) starts from a NeRF, not an SDF: with coarse.representation=sdf set refine.steps=0"
+        )
 
 
 def nerf_config(cfg: CoarseStageConfig) -> NeRFConfig:
@@ -130,6 +138,12 @@ def nerf_config(cfg: CoarseStageConfig) -> NeRFConfig:
         lr=cfg.optim.lr,
         network_lr_scale=cfg.optim.network_lr_scale,
     )
+
+
+def coarse_representation(cfg: CoarseStageConfig) -> NeRFRepresentation | SDFRepresentation:
+    if cfg.representation == "sdf":
+        return SDFRepresentation(cfg.sdf, cfg.background, cfg.optim.lr, cfg.optim.network_lr_scale)
+    return NeRFRepresentation(nerf_config(cfg))
 
 
 def dmtet_config(cfg: RefineStageConfig, coarse: CoarseStageConfig) -> DMTetRepresentationConfig:
@@ -173,7 +187,7 @@ def build_stages(
             Stage(
                 "coarse",
                 coarse.steps,
-                NeRFRepresentation(nerf_config(coarse)),
+                coarse_representation(coarse),
                 OrbitViews(coarse.cameras, coarse.resolution),
                 DiffuseShader(coarse.shading),
                 objective(coarse),
