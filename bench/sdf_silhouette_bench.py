@@ -37,7 +37,7 @@ def cameras(elevations, azimuths, distance: float = 2.6, fovy: float = 40.0) -> 
 
 def train_cameras(n: int) -> Cameras:
     g = torch.Generator().manual_seed(1)
-    elev = (torch.rand(n, generator=g) * 120.0 - 60.0).tolist()
+    elev = (torch.rand(n, generator=g) * 160.0 - 80.0).tolist()
     azim = (torch.arange(n) * (360.0 / n) + torch.rand(n, generator=g) * 20.0).tolist()
     return cameras(elev, azim)
 
@@ -78,14 +78,21 @@ def iou(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a & b).sum() / (a | b).sum().clamp(min=1))
 
 
-def small_sdf_config(silhouette: str, **tracer) -> SDFConfig:
+def small_sdf_config(silhouette: str, band_eps: float = 0.02, idr_alpha: float = 50.0) -> SDFConfig:
     return SDFConfig(
         field=SDFFieldConfig(
             encoding=HashGridConfig(n_levels=8, log2_hashmap_size=14, base_resolution=8, max_resolution=96),
             hidden_dim=32,
             init_radius=0.5,
         ),
-        tracer=SphereTraceConfig(silhouette=silhouette, max_steps=48, hit_eps=2e-3, step_scale=0.9, **tracer),
+        tracer=SphereTraceConfig(
+            silhouette=silhouette,
+            max_steps=48,
+            hit_eps=2e-3,
+            step_scale=0.9,
+            band_eps=band_eps,
+            idr_alpha=idr_alpha,
+        ),
         lambda_eikonal=0.05,
         eikonal_points=1024,
     )
@@ -95,10 +102,12 @@ def fit_masks(
     silhouette: str,
     steps: int = 300,
     res: int = 32,
-    views: int = 12,
+    views: int = 24,
     per_step: int = 2,
     lr: float = 0.02,
     seed: int = 0,
+    band_eps: float = 0.02,
+    idr_alpha: float = 50.0,
 ) -> dict:
     """Fit a fresh SDF (a sphere) to the torus's masks with one silhouette form; returns IoUs and timing."""
     torch.manual_seed(seed)
@@ -106,7 +115,10 @@ def fit_masks(
     cams = train_cameras(views)
     targets = true_masks(torus.sdf, cams, res)
     rep = SDFRepresentation(
-        small_sdf_config(silhouette), BackgroundConfig(kind="solid"), lr=lr, network_lr_scale=0.5
+        small_sdf_config(silhouette, band_eps, idr_alpha),
+        BackgroundConfig(kind="solid"),
+        lr=lr,
+        network_lr_scale=0.5,
     )
     opt = torch.optim.Adam(rep.param_groups(), betas=(0.9, 0.99), eps=1e-15)
     shader = DiffuseShader()
@@ -139,12 +151,18 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--res", type=int, default=32)
     p.add_argument("--modes", default="band,idr,none")
+    p.add_argument("--views", type=int, default=24)
+    p.add_argument("--band-eps", type=float, default=0.02)
+    p.add_argument("--idr-alpha", type=float, default=50.0)
     args = p.parse_args()
     torch.set_num_threads(1)
     for mode in args.modes.split(","):
-        r = fit_masks(mode, steps=args.steps, res=args.res)
+        r = fit_masks(
+            mode, args.steps, args.res, args.views, band_eps=args.band_eps, idr_alpha=args.idr_alpha
+        )
         print(
-            f"{r['silhouette']:>5}: train IoU {r['train_iou']:.4f}  held-out IoU {r['held_out_iou']:.4f}  "
+            f"{r['silhouette']:>5} (band_eps {args.band_eps}, idr_alpha {args.idr_alpha}, {args.views} views, "
+            f"{args.res}^2): train IoU {r['train_iou']:.4f}  held-out IoU {r['held_out_iou']:.4f}  "
             f"{r['steps']} steps in {r['seconds']:.1f} s",
             flush=True,
         )

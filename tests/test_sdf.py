@@ -68,7 +68,12 @@ def _relative_error(field, names: list[str], h: float = 1e-6) -> float:
     for i in range(y.numel()):
         grads = torch.autograd.grad(y[i], params, retain_graph=True, allow_unused=True)
         rows.append(
-            torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for g, p in zip(grads, params)])
+            torch.cat(
+                [
+                    (torch.zeros_like(p) if g is None else g).reshape(-1)
+                    for g, p in zip(grads, params, strict=True)
+                ]
+            )
         )
     jac = torch.stack(rows)
     cols = []
