@@ -69,7 +69,7 @@ class SphereTraceConfig:
     """Sharpness of the ``idr`` opacity (IDR starts at 50 and doubles it during training)."""
     band_eps: float = 0.02
     """Half-width of the ``band`` form's band of near-grazing rays, in SDF units (world units)."""
-    interior_samples: int = 16
+    interior_samples: int = 8
     """Samples behind a hit point when looking for the ray's minimum (denser near the hit)."""
     search_samples: int = 8
     search_rounds: int = 2
@@ -222,15 +222,20 @@ def sphere_trace(
             evals += f.numel()
             j = f.argmin(dim=1)
             tj = ts.gather(1, j[:, None])[:, 0]
-            # bracket: the neighbouring samples
-            lo = ts.gather(1, (j - 1).clamp(min=0)[:, None])[:, 0]
-            hi = ts.gather(1, (j + 1).clamp(max=k)[:, None])[:, 0]
-            tm, fm, e = _local_min(sdf, o[hi_idx], d[hi_idx], lo, hi, cfg.search_samples, cfg.search_rounds)
-            evals += e
             fj = f.gather(1, j[:, None])[:, 0]
-            keep = fm < fj
-            t_min[hi_idx] = torch.where(keep, tm, tj)
-            f_min[hi_idx] = torch.where(keep, fm, fj)
+            t_min[hi_idx], f_min[hi_idx] = tj, fj
+            # refine only where the minimum can matter: deeper than -reach, the ray is simply covered
+            shallow = fj > -reach
+            si = hi_idx[shallow]
+            if si.numel():
+                js = j[shallow]
+                lo = ts[shallow].gather(1, (js - 1).clamp(min=0)[:, None])[:, 0]  # the neighbouring samples
+                hi = ts[shallow].gather(1, (js + 1).clamp(max=k)[:, None])[:, 0]
+                tm, fm, e = _local_min(sdf, o[si], d[si], lo, hi, cfg.search_samples, cfg.search_rounds)
+                evals += e
+                keep = fm < fj[shallow]
+                t_min[si] = torch.where(keep, tm, tj[shallow])
+                f_min[si] = torch.where(keep, fm, fj[shallow])
     return TraceResult(hit=hit, t=t, t_min=t_min, f_min=f_min, evals=evals, steps=steps)
 
 
