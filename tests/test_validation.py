@@ -161,11 +161,6 @@ def test_the_web_form_limits_prompt_length_with_a_clear_message(make_config):
 
 
 # ---------------------------------------------------------------------------------------------- the CLI
-@pytest.mark.xfail(
-    strict=True,
-    reason="pipeline.generate() does not call validate_settings yet (the training-core refactor adds it); "
-    "remove this marker then",
-)
 def test_cli_out_of_range_flags_and_yaml_are_one_line_exit_2_and_no_run_folder(
     tiny_model_dir, tmp_path, capsys
 ):

@@ -92,6 +92,43 @@ class Cameras:
         return proj @ torch.linalg.inv(self.c2w)
 
 
+@dataclass
+class RayBundle:
+    """Arbitrary rays arranged as a ``[B, H, W]`` image, for renderers that march rays (the volume renderer):
+    a random batch of pixels from many photos is ``B = 1, H = R, W = 1``; a photo with an off-centre principal
+    point or lens distortion is its own ``[1, H, W]`` bundle. Duck-types the parts of :class:`Cameras` that ray
+    marching reads (``rays``, ``len``, ``device``, ``positions``); rasterizers need :class:`Cameras`.
+
+    Attributes:
+        origins, directions: ``[B, H, W, 3]`` world-space origins and unit directions.
+    """
+
+    origins: Float[Tensor, "B H W 3"]
+    directions: Float[Tensor, "B H W 3"]
+
+    def __len__(self) -> int:
+        return self.origins.shape[0]
+
+    @property
+    def device(self) -> torch.device:
+        return self.origins.device
+
+    @property
+    def positions(self) -> Float[Tensor, "B 3"]:
+        """The first ray's origin of each image (a camera position when all rays of an image share one)."""
+        return self.origins[:, 0, 0]
+
+    def rays(self, height: int, width: int) -> tuple[Float[Tensor, "B H W 3"], Float[Tensor, "B H W 3"]]:
+        if tuple(self.origins.shape[1:3]) != (height, width):
+            raise ValueError(
+                f"this bundle holds {tuple(self.origins.shape[1:3])} rays per image, not {(height, width)}"
+            )
+        return self.origins, self.directions
+
+    def mvp(self, *args, **kwargs):
+        raise TypeError("a RayBundle has no projection: rasterizers need Cameras (a centred pinhole)")
+
+
 def pixel_directions(height: int, width: int, fovy: Float[Tensor, "B"]) -> Float[Tensor, "B H W 3"]:
     """Camera-space directions (not normalised, z = -1) through pixel centres; row 0 is the top."""
     dev, dt = fovy.device, fovy.dtype

@@ -32,6 +32,7 @@ import torch
 from text3d.config import GenerateConfig, load_config, save_config
 from text3d.errors import Cancelled, ConfigError, ExportError, PromptError, RunDirError
 from text3d.export.exporter import ExportConfig, ExportResult, export_asset, validate_config
+from text3d.export.mesh import Placement
 from text3d.export.video import turntable_frames, write_video
 from text3d.guidance.prompts import TextEmbeddings
 from text3d.guidance.stable_diffusion import StableDiffusionGuidance, check_model_config, resolve_dtype
@@ -40,7 +41,8 @@ from text3d.recipes import text_to_3d
 from text3d.training.checkpoint import checkpoint_path, load_weights, read_checkpoint_meta
 from text3d.training.previews import auto_size
 from text3d.training.stage import Stage
-from text3d.training.trainer import Callback, Progress, Trainer
+from text3d.training.trainer import Callback, Progress, Trainer, TrainerConfig
+from text3d.validation import validate_settings
 
 _SLUG_MAX = 48
 MESH_DIR = "mesh"
@@ -131,7 +133,8 @@ def load_guidance(cfg: GenerateConfig, device: torch.device | None = None) -> St
 class RunRecord:
     """``run.json``: rewritten atomically whenever something about the run changes."""
 
-    def __init__(self, run_dir: Path, cfg: GenerateConfig, device: torch.device):
+    def __init__(self, run_dir: Path, fields: dict, device: torch.device):
+        """``fields``: what defines the run (prompt, negative prompt, seed, model; or the data of a fit)."""
         import diffusers
 
         import text3d
@@ -139,14 +142,9 @@ class RunRecord:
         self.path = run_dir / "run.json"
         previous = {}
         if self.path.exists():
-            import json
-
             previous = json.loads(self.path.read_text(encoding="utf-8"))
         self.data = {
-            "prompt": cfg.prompt,
-            "negative_prompt": cfg.negative_prompt,
-            "seed": cfg.seed,
-            "model": cfg.model.model_id,
+            **fields,
             "status": "running",
             "created": previous.get("created", _dt.datetime.now().isoformat(timespec="seconds")),
             "updated": None,
@@ -213,7 +211,9 @@ def generate(
         raise PromptError(
             'the prompt is empty; describe the object, e.g. text3d generate "a ceramic owl mug"'
         )
-    text_to_3d.check_kinds(cfg.coarse, cfg.refine)  # before anything is loaded or a folder is made
+    # before anything is loaded or a folder is made: the kinds, then every range (one line naming the setting)
+    text_to_3d.check_kinds(cfg.coarse, cfg.refine)
+    validate_settings(cfg)
     device = resolve_device(cfg.device)
     own_guidance = guidance is None
     if own_guidance:
@@ -221,7 +221,7 @@ def generate(
     run_dir = Path(run_dir) if run_dir is not None else new_run_dir(cfg.out_dir, cfg.prompt)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
-    record = RunRecord(run_dir, cfg, device)
+    record = RunRecord(run_dir, _prompt_fields(cfg), device)
     record.update(status="running")
     text = guidance.prepare_text(cfg.prompt, cfg.negative_prompt)
     if own_guidance:
@@ -234,50 +234,81 @@ def generate(
     return result
 
 
+def _prompt_fields(cfg: GenerateConfig) -> dict:
+    return {
+        "prompt": cfg.prompt,
+        "negative_prompt": cfg.negative_prompt,
+        "seed": cfg.seed,
+        "model": cfg.model.model_id,
+    }
+
+
 def _run_stages(cfg, device, guidance, text, run_dir, record, result, callback) -> None:
     try:
         # stage construction draws initial weights: make it a function of the seed
         torch.manual_seed(cfg.seed)
         stages = build_stages(cfg, guidance, text)
-        previous: Stage | None = None
-        for index, stage in enumerate(stages):
-            torch.manual_seed(cfg.seed + index)
-            text_to_3d.start_from(stage, previous)
-            stage.to(device)
-            trainer = Trainer(stage, run_dir, cfg.trainer, callback)
-            trainer.resume()
-            t_stage = time.perf_counter()
-            trainer.run()
-            record.data["stages"][stage.name] = {"step": trainer.step, "total": stage.steps}
-            record.update()
-            finishing = _finishing_reporter(callback, stage.name, trainer.step, stage.steps, t_stage)
-            frames = turntable_frames(
-                stage.representation,
-                stage.shader,
-                stage.views.preview_cameras(auto_size(cfg.trainer.video_frames, 60, 24, device), device),
-                auto_size(cfg.trainer.video_res, 256, stage.views.resolution, device),
-                on_frame=lambda i, n, report=finishing: report(
-                    f"rendering the turntable, frame {i + 1} / {n}"
-                ),
-            )
-            result.video = write_video(
-                frames, run_dir / "video" / f"{stage.name}-turntable.mp4", cfg.trainer.video_fps
-            )
-            record.data["outputs"]["video"] = str(result.video.relative_to(run_dir))
-            record.update()
-            previous = stage
-        if previous is not None and cfg.export.enabled:
+        last, finishing = train_stages(
+            stages, text_to_3d.start_from, cfg.seed, cfg.trainer, device, run_dir, record, result, callback
+        )
+        if last is not None and cfg.export.enabled:
 
             def on_phase(phase: str) -> None:
                 finishing(f"exporting the mesh: {phase}")
 
-            _export_after_training(previous, cfg.export, run_dir, record, result, on_phase)
+            _export_after_training(last, cfg.export, run_dir, record, result, on_phase)
     except Cancelled:
         record.update(status="cancelled")
         raise
     except BaseException as err:
         record.update(status="failed", error=f"{type(err).__name__}: {err}")
         raise
+
+
+def train_stages(
+    stages: list[Stage],
+    start_from: Callable[[Stage, Stage | None], None],
+    seed: int,
+    trainer_cfg: TrainerConfig,
+    device: torch.device,
+    run_dir: Path,
+    record: RunRecord,
+    result: RunResult,
+    callback: Callback | None,
+) -> tuple[Stage | None, Callable[[str], None]]:
+    """Train each stage in turn in ``run_dir`` (resuming from its checkpoint), then render its turntable video.
+
+    Stage ``i`` starts from the seed ``seed + i`` and from stage ``i - 1`` (``start_from``), so a run and its
+    resumption draw the same numbers. Returns the last stage and a reporter for what follows training (export
+    phases), which the callback sees as messages and may cancel.
+    """
+    previous: Stage | None = None
+    finishing: Callable[[str], None] = lambda message: None  # noqa: E731
+    for index, stage in enumerate(stages):
+        torch.manual_seed(seed + index)
+        start_from(stage, previous)
+        stage.to(device)
+        trainer = Trainer(stage, run_dir, trainer_cfg, callback)
+        trainer.resume()
+        t_stage = time.perf_counter()
+        trainer.run()
+        record.data["stages"][stage.name] = {"step": trainer.step, "total": stage.steps}
+        record.update()
+        finishing = _finishing_reporter(callback, stage.name, trainer.step, stage.steps, t_stage)
+        frames = turntable_frames(
+            stage.representation,
+            stage.shader,
+            stage.views.preview_cameras(auto_size(trainer_cfg.video_frames, 60, 24, device), device),
+            auto_size(trainer_cfg.video_res, 256, stage.views.resolution, device),
+            on_frame=lambda i, n, report=finishing: report(f"rendering the turntable, frame {i + 1} / {n}"),
+        )
+        result.video = write_video(
+            frames, run_dir / "video" / f"{stage.name}-turntable.mp4", trainer_cfg.video_fps
+        )
+        record.data["outputs"]["video"] = str(result.video.relative_to(run_dir))
+        record.update()
+        previous = stage
+    return previous, finishing
 
 
 def _finishing_reporter(callback: Callback | None, stage: str, step: int, total: int, t_stage: float):
@@ -306,7 +337,9 @@ def _export_after_training(
     run again with other settings."""
     try:
         extras = _asset_extras(record.data)
-        exported = export_trained(stage, run_dir / MESH_DIR, run_dir.name, cfg, extras=extras, on_phase=on_phase)
+        exported = export_trained(
+            stage, run_dir / MESH_DIR, run_dir.name, cfg, extras=extras, on_phase=on_phase
+        )
     except ExportError as err:
         log.warning("mesh export failed: %s (retry with: text3d export %s --threshold ...)", err, run_dir)
         record.update(export={"error": str(err)})
@@ -345,9 +378,11 @@ def export_trained(
     cfg: ExportConfig,
     extras: dict | None = None,
     on_phase: Callable[[str], None] | None = None,
+    place: Placement | None = None,
 ) -> ExportResult:
     """Export a trained stage's asset; an implicit surface's level reproduces the silhouettes seen from the
-    stage's own views (``export.threshold_views`` of them)."""
+    stage's own views (``export.threshold_views`` of them). ``place``: the map into the file's frame (default:
+    centred and scaled by the export settings)."""
     device = next(stage.parameters()).device
     was_training = stage.training
     stage.eval()
@@ -355,7 +390,7 @@ def export_trained(
         with torch.no_grad():
             asset = stage.representation.asset()
             cameras = stage.views.silhouette_cameras(cfg.threshold_views, device)
-            return export_asset(asset, out_dir, name, cfg, cameras, device, extras, on_phase)
+            return export_asset(asset, out_dir, name, cfg, cameras, device, extras, on_phase, place)
     finally:
         stage.train(was_training)
 

@@ -148,6 +148,7 @@ def export_mesh(
     device: torch.device | str = "cpu",
     extras: dict | None = None,
     on_phase: PhaseHook | None = None,
+    place: Placement | None = None,
 ) -> ExportResult:
     """Clean, decimate, unwrap, bake and write a mesh given in the field's frame.
 
@@ -161,6 +162,8 @@ def export_mesh(
         extras: JSON-safe metadata for the GLB (``asset.extras``).
         on_phase: called with each phase's name (``clean``, ``unwrap``, ``bake``, ``write``) before it starts; it
             may raise to stop the export (the web app's cancel), which leaves no file behind.
+        place: the map from the field's frame to the file's (a photo set's own frame); default: centred and scaled
+            by ``cfg.size`` and ``cfg.center``.
 
     Raises:
         ExportError: empty or degenerate geometry, a bad setting. No file is left behind.
@@ -188,10 +191,10 @@ def export_mesh(
     png = encode_png(to_uint8(baked.image))
     seconds["bake"] = time.perf_counter() - t0
 
-    place = placement(verts, cfg.size, cfg.center)
+    place = place or placement(verts, cfg.size, cfg.center)
     textured = TexturedMesh(
         positions=place.apply(uvmesh.positions),
-        normals=normals[uvmesh.vmap],
+        normals=place.apply_normals(normals[uvmesh.vmap]),
         uvs=uvmesh.uvs,
         faces=uvmesh.faces,
         texture_png=png,
@@ -209,7 +212,16 @@ def export_mesh(
             files += write_obj(st, out_dir, textured)
         if "ply" in formats:
             colors = vertex_colors(verts, albedo_fn, device)
-            files.append(write_ply(st, out_dir / f"{name}.ply", place.apply(verts), faces, colors, normals))
+            files.append(
+                write_ply(
+                    st,
+                    out_dir / f"{name}.ply",
+                    place.apply(verts),
+                    faces,
+                    colors,
+                    place.apply_normals(normals),
+                )
+            )
         st.commit()
     seconds["write"] = time.perf_counter() - t0
     return ExportResult(
@@ -233,6 +245,7 @@ def export_density(
     device: torch.device | str = "cpu",
     extras: dict | None = None,
     on_phase: PhaseHook | None = None,
+    place: Placement | None = None,
 ) -> ExportResult:
     """Export the isosurface of a density field (a coarse-only run).
 
@@ -280,6 +293,7 @@ def export_density(
         device,
         {"density_threshold": level, **(extras or {})},
         on_phase,
+        place,
     )
     result.threshold, result.threshold_iou = level, iou
     result.seconds = {"threshold": t_thr, "isosurface": t_iso, **result.seconds}
@@ -295,6 +309,7 @@ def export_asset(
     device: torch.device | str = "cpu",
     extras: dict | None = None,
     on_phase: PhaseHook | None = None,
+    place: Placement | None = None,
 ) -> ExportResult:
     """Export an asset: its mesh as it is, or the isosurface of its density (:func:`export_density`, with
     ``cameras`` as the views whose silhouettes the ``auto`` level reproduces). Colour comes from its albedo.
@@ -308,7 +323,7 @@ def export_asset(
                 f"the {asset.source or 'asset'} surface is empty; nothing to export (its SDF has no zero "
                 "crossing: train longer or check the stage it started from)"
             )
-        return export_mesh(verts, faces, asset.albedo, out_dir, name, cfg, device, extras, on_phase)
+        return export_mesh(verts, faces, asset.albedo, out_dir, name, cfg, device, extras, on_phase, place)
     if cameras is None:
         cameras = threshold_cameras(CameraSamplerConfig(), cfg.threshold_views, device)
     return export_density(
@@ -323,4 +338,5 @@ def export_asset(
         device=device,
         extras=extras,
         on_phase=on_phase,
+        place=place,
     )

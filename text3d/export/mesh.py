@@ -20,6 +20,7 @@ from text3d.geometry.mesh import vertex_normals as torch_vertex_normals
 
 log = logging.getLogger(__name__)
 
+
 # -------------------------------------------------------------------------------------------------- clean-up
 def face_areas(verts: Float[np.ndarray, "V 3"], faces: Int[np.ndarray, "F 3"]) -> Float[np.ndarray, "F"]:
     tri = verts[faces].astype(np.float64)
@@ -122,16 +123,56 @@ def vertex_normals(
 # ------------------------------------------------------------------------------------------------- placement
 @dataclass(frozen=True)
 class Placement:
-    """``exported = (field_position - offset) * scale``: the map from the field's frame to the file's."""
+    """``exported = R ((field_position - offset) * scale)``: the map from the field's frame to the file's, a
+    similarity (``R`` a rotation, identity unless the asset goes back into a photo set's own frame)."""
 
     scale: float
     offset: tuple[float, float, float]
+    rotation: tuple[tuple[float, float, float], ...] = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
 
     def apply(self, verts: Float[np.ndarray, "V 3"]) -> Float[np.ndarray, "V 3"]:
-        return ((verts - np.asarray(self.offset, dtype=np.float64)) * self.scale).astype(np.float32)
+        moved = (verts - np.asarray(self.offset, dtype=np.float64)) * self.scale
+        return (moved @ np.asarray(self.rotation, dtype=np.float64).T).astype(np.float32)
+
+    def apply_normals(self, normals: Float[np.ndarray, "V 3"]) -> Float[np.ndarray, "V 3"]:
+        return (normals @ np.asarray(self.rotation, dtype=np.float64).T).astype(np.float32)
 
     def invert(self, verts: Float[np.ndarray, "V 3"]) -> Float[np.ndarray, "V 3"]:
-        return (verts / self.scale + np.asarray(self.offset, dtype=np.float64)).astype(np.float32)
+        back = verts @ np.asarray(self.rotation, dtype=np.float64)
+        return (back / self.scale + np.asarray(self.offset, dtype=np.float64)).astype(np.float32)
+
+    def matrix(self) -> Float[np.ndarray, "4 4"]:
+        """The same map as a 4x4 matrix (float64)."""
+        rot = np.asarray(self.rotation, dtype=np.float64)
+        out = np.eye(4)
+        out[:3, :3] = self.scale * rot
+        out[:3, 3] = -self.scale * rot @ np.asarray(self.offset, dtype=np.float64)
+        return out
+
+
+def placement_from_matrix(matrix: Float[np.ndarray, "4 4"]) -> Placement:
+    """The :class:`Placement` of a similarity ``[sR | t]`` (e.g. a photo set's map back to its own frame).
+
+    Raises:
+        ExportError: the matrix is not a similarity (sheared, mirrored or singular).
+    """
+    m = np.asarray(matrix, dtype=np.float64)
+    lin = m[:3, :3]
+    det = float(np.linalg.det(lin))
+    if not np.isfinite(m).all() or det <= 0:
+        raise ExportError(
+            "the placement matrix is singular or mirrored; it must be a rotation, scale and shift"
+        )
+    scale = det ** (1.0 / 3.0)
+    rot = lin / scale
+    if not np.allclose(rot @ rot.T, np.eye(3), atol=1e-6):
+        raise ExportError("the placement matrix is not a similarity (it shears or scales axes unevenly)")
+    offset = -(rot.T @ m[:3, 3]) / scale
+    return Placement(
+        scale=scale,
+        offset=tuple(float(x) for x in offset),
+        rotation=tuple(tuple(float(x) for x in row) for row in rot),
+    )
 
 
 PLACEMENTS = ("center", "ground", "none")

@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 from jaxtyping import Float, Int, UInt8
 
+from text3d.io import plain_file_mode
+
 # glTF enums
 _FLOAT, _UINT32 = 5126, 5125
 _ARRAY_BUFFER, _ELEMENT_ARRAY_BUFFER = 34962, 34963
@@ -95,7 +97,7 @@ class StagedFiles:
                 raise OSError(f"refusing to write an empty file {target.name}")
             with open(tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
-            os.chmod(tmp, 0o644)  # mkstemp makes 0600; exported assets are meant to be shared
+            os.chmod(tmp, plain_file_mode(target))  # mkstemp makes 0600; a plain open() would not
         done: list[Path] = []
         try:
             for tmp, target in self._pending:

@@ -149,3 +149,20 @@ class DiffuseShader(Shader):
     def forward(self, params: ShadingParams, albedo, normal, points, camera_index):
         lights = None if params.light_positions is None else params.light_positions[camera_index]
         return shade(albedo, normal, points, lights, params.mode, params.ambient, params.diffuse)
+
+
+class UnlitShader(Shader):
+    """The surface's colour as it is (radiance, no light): what photos of a scene fix. Fitting uses it, so the
+    recovered colour is what the camera saw, lighting included."""
+
+    def __init__(self):
+        super().__init__()
+
+    def sample(self, step: int, cameras: Cameras) -> ShadingParams:
+        return ShadingParams(ShadingMode.ALBEDO)
+
+    def preview(self) -> ShadingParams:
+        return ShadingParams(ShadingMode.ALBEDO)
+
+    def forward(self, params: ShadingParams, albedo, normal, points, camera_index):
+        return albedo

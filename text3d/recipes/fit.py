@@ -1,0 +1,255 @@
+"""Fit: photos to a textured mesh. A NeRF fitted to random rays of the training photos under a photometric loss
+(the ``coarse`` stage), then a DMTet mesh initialised from it and fitted to whole photos (the ``refine`` stage),
+with the same fields, renderers, trainer and export as text-to-3D.
+
+The colour is what the cameras saw (an unlit shader: radiance, lighting included). Photos with masks are fitted
+over a solid background of ``views.background`` with a mask term on the opacity; photos without masks get a
+learned background.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import torch
+
+from text3d.data.photoset import PhotoSet
+from text3d.errors import ConfigError
+from text3d.export.exporter import ExportConfig
+from text3d.fields.dmtet import DMTetConfig
+from text3d.fields.encoding import HashGridConfig
+from text3d.fields.nerf import BackgroundConfig, NeRFFieldConfig
+from text3d.fields.occupancy import OccupancyGridConfig
+from text3d.objectives.photometric import PhotometricConfig, PhotometricObjective
+from text3d.render.shading import UnlitShader
+from text3d.render.volume import VolumeRendererConfig
+from text3d.representations.base import Ramp
+from text3d.representations.dmtet import DMTetRepresentation, DMTetRepresentationConfig
+from text3d.representations.nerf import NeRFConfig, NeRFRepresentation
+from text3d.training.stage import OptimConfig, Stage
+from text3d.training.trainer import TrainerConfig
+from text3d.views import RenderOutput
+from text3d.views.photos import PhotoViews, PhotoViewsConfig
+
+COARSE_REPRESENTATIONS = ("nerf",)
+REFINE_REPRESENTATIONS = ("dmtet",)
+VIEW_KINDS = ("photos",)
+SHADER_KINDS = ("unlit",)
+OBJECTIVE_KINDS = ("photometric",)
+PLACEMENTS = ("input", "normalized")
+BACKGROUNDS = ("auto", "solid", "learned")
+
+
+@dataclass(frozen=True)
+class FitStageConfig:
+    steps: int = 2000
+    views: str = "photos"
+    """Kind of view source: ``photos`` (the training photos, set by the run's ``views`` section)."""
+    shader: str = "unlit"
+    """Kind of shader: ``unlit`` (the photos' colours as seen)."""
+    objective: str = "photometric"
+    """Kind of objective: ``photometric`` (set by ``photometric``)."""
+    photometric: PhotometricConfig = field(default_factory=PhotometricConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+
+@dataclass(frozen=True)
+class FitCoarseConfig(FitStageConfig):
+    """The NeRF, fitted to random rays."""
+
+    steps: int = 2000
+    representation: str = "nerf"
+    rays_per_step: int = 4096
+    nerf: NeRFFieldConfig = field(
+        default_factory=lambda: NeRFFieldConfig(
+            encoding=HashGridConfig(log2_hashmap_size=17, max_resolution=1024)
+        )
+    )
+    background: BackgroundConfig = field(default_factory=BackgroundConfig)
+    """Used as it is when the run's ``background`` is ``learned``; ``solid`` takes ``views.background``."""
+    renderer: VolumeRendererConfig = field(default_factory=lambda: VolumeRendererConfig(n_samples=96))
+    occupancy: OccupancyGridConfig = field(
+        default_factory=lambda: OccupancyGridConfig(density_threshold=0.01)
+    )
+    lambda_sparsity: float = 0.0
+
+
+@dataclass(frozen=True)
+class FitRefineConfig(FitStageConfig):
+    """The DMTet mesh, fitted to whole photos (0 steps: export the NeRF's isosurface)."""
+
+    steps: int = 300
+    representation: str = "dmtet"
+    images_per_step: int = 2
+    dmtet: DMTetConfig = field(default_factory=DMTetConfig)
+    raster_backend: str = "auto"
+    raster_fallback: bool = False
+    sdf_lr: float = 0.002
+    deform_lr: float = 0.002
+    init_threshold: float = 0.0
+    init_views: int = 8
+    init_resolution: int = 64
+    lambda_normal_consistency: float = 0.01
+    lambda_laplacian: float = 0.0
+    """Smoothness weights; far below text-to-3D's (1e4 there): photos constrain the surface themselves."""
+    photometric: PhotometricConfig = field(default_factory=lambda: PhotometricConfig(lambda_mask=1.0))
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """Everything that determines a fit. Saved, resolved, as ``config.yaml`` in the run folder."""
+
+    data: str = ""
+    """A folder with transforms.json (Blender / nerfstudio / instant-ngp), a COLMAP model, or plain photos."""
+    holdout: int = 8
+    """Sets with no test split: every N-th image is held out for evaluation (never trained on)."""
+    seed: int = 0
+    out_dir: str = "outputs"
+    device: str = "auto"
+    deterministic: bool = False
+    bound: float = 1.0
+    """The field's box ``[-bound, bound]^3``; the scene is normalised into it."""
+    margin: float = 0.1
+    background: str = "auto"
+    """``auto`` (solid ``views.background`` when the photos have masks, else learned), ``solid`` or ``learned``."""
+    placement: str = "input"
+    """Exports in the input's world frame and units (``input``), or text3d's centred +Y-up asset (``normalized``)."""
+    views: PhotoViewsConfig = field(default_factory=PhotoViewsConfig)
+    coarse: FitCoarseConfig = field(default_factory=FitCoarseConfig)
+    refine: FitRefineConfig = field(default_factory=FitRefineConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    eval_images: int = 4
+    """Held-out views drawn as ground truth | render | error in ``eval/``."""
+
+
+def check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def check_fit_config(cfg: FitConfig) -> None:
+    """One-line :class:`ConfigError` for an unknown kind or choice, before anything is loaded."""
+    for name, stage, representations in (
+        ("coarse", cfg.coarse, COARSE_REPRESENTATIONS),
+        ("refine", cfg.refine, REFINE_REPRESENTATIONS),
+    ):
+        check_choice(f"{name}.representation", stage.representation, representations)
+        check_choice(f"{name}.views", stage.views, VIEW_KINDS)
+        check_choice(f"{name}.shader", stage.shader, SHADER_KINDS)
+        check_choice(f"{name}.objective", stage.objective, OBJECTIVE_KINDS)
+    check_choice("placement", cfg.placement, PLACEMENTS)
+    check_choice("background", cfg.background, BACKGROUNDS)
+    if cfg.coarse.steps <= 0:
+        raise ConfigError("coarse.steps must be > 0: the fit starts with the NeRF (the mesh starts from it)")
+
+
+def background_config(cfg: FitConfig, photos: PhotoSet) -> BackgroundConfig:
+    kind = cfg.background
+    if kind == "auto":
+        kind = "solid" if photos.masks is not None else "learned"
+    if kind == "solid":
+        return dataclasses.replace(cfg.coarse.background, kind="solid", color=cfg.views.background)
+    return dataclasses.replace(cfg.coarse.background, kind="learned")
+
+
+def target_background(cfg: FitConfig, photos: PhotoSet) -> torch.Tensor | None:
+    """The colour masked photos are composited over (what a solid background renders), or ``None`` (learned)."""
+    bg = background_config(cfg, photos)
+    return torch.tensor(bg.color, dtype=photos.images.dtype) if bg.kind == "solid" else None
+
+
+def build_stages(cfg: FitConfig, photos: PhotoSet) -> list[Stage]:
+    """The fit's stages for a loaded (normalised) photo set. Construction draws initial weights: seed first."""
+    check_fit_config(cfg)
+    c, r = cfg.coarse, cfg.refine
+    background = background_config(cfg, photos)
+    nerf = NeRFConfig(
+        field=dataclasses.replace(c.nerf, bound=cfg.bound),
+        background=background,
+        renderer=c.renderer,
+        occupancy=c.occupancy,
+        lambda_orient=Ramp(0.0, 0.0),
+        lambda_sparsity=c.lambda_sparsity,
+        lr=c.optim.lr,
+        network_lr_scale=c.optim.network_lr_scale,
+    )
+    views = dataclasses.replace(cfg.views, rays_per_step=c.rays_per_step, images_per_step=r.images_per_step)
+    stages = [
+        Stage(
+            "coarse",
+            c.steps,
+            NeRFRepresentation(nerf),
+            PhotoViews(photos, views, mode="rays"),
+            UnlitShader(),
+            PhotometricObjective(c.photometric),
+            c.optim,
+        )
+    ]
+    if r.steps > 0:
+        dmtet = DMTetRepresentationConfig(
+            dmtet=r.dmtet,
+            colour_field=nerf.field,
+            background=background,
+            raster_backend=r.raster_backend,
+            raster_fallback=r.raster_fallback,
+            sdf_lr=r.sdf_lr,
+            deform_lr=r.deform_lr,
+            lr=r.optim.lr,
+            network_lr_scale=r.optim.network_lr_scale,
+            init_threshold=r.init_threshold,
+            init_views=r.init_views,
+            init_resolution=r.init_resolution,
+            lambda_normal_consistency=r.lambda_normal_consistency,
+            lambda_laplacian=r.lambda_laplacian,
+        )
+        stages.append(
+            Stage(
+                "refine",
+                r.steps,
+                DMTetRepresentation(dmtet),
+                PhotoViews(photos, views, mode="images"),
+                UnlitShader(),
+                PhotometricObjective(r.photometric),
+                r.optim,
+            )
+        )
+    return stages
+
+
+def start_from(stage: Stage, previous: Stage | None) -> None:
+    """The mesh starts from the NeRF's density (its level matched to the NeRF's silhouettes in the training
+    views); the refine stage's pose corrections continue from the NeRF stage's."""
+    if previous is None:
+        return
+    stage.representation.init_from(previous.representation, previous.views)
+    with torch.no_grad():
+        stage.views.pose_delta.copy_(previous.views.pose_delta)
+
+
+@torch.no_grad()
+def render_photo(stage: Stage, photos: PhotoSet, index: int, chunk_rows: int = 64) -> RenderOutput:
+    """The stage's render of photo ``index`` of ``photos`` (any split) at its own size: by its rays for a
+    ray-marched representation (any intrinsics), by its camera for a rasterized one (centred pinholes)."""
+    from text3d.cameras import RayBundle
+
+    device = next(stage.parameters()).device
+    rep, shader = stage.representation, stage.shader
+    h, w = photos.height, photos.width
+    if stage.views.mode == "images":
+        cams = photos.subset([index]).cameras().to(device)
+        return rep.render(cams, h, w, shader, shader.preview())
+    rows = []
+    for top in range(0, h, chunk_rows):
+        rr = torch.arange(top, min(h, top + chunk_rows), dtype=photos.c2w.dtype)
+        v, u = torch.meshgrid(rr + 0.5, torch.arange(w, dtype=photos.c2w.dtype) + 0.5, indexing="ij")
+        idx = torch.full((v.numel(),), index, dtype=torch.long)
+        o, d = photos.rays(idx, u.reshape(-1), v.reshape(-1))
+        bundle = RayBundle(o.reshape(1, -1, w, 3).to(device), d.reshape(1, -1, w, 3).to(device))
+        rows.append(rep.render(bundle, rr.numel(), w, shader, shader.preview()))
+    return RenderOutput(
+        rgb=torch.cat([r.rgb for r in rows], dim=1),
+        opacity=torch.cat([r.opacity for r in rows], dim=1),
+        depth=torch.cat([r.depth for r in rows], dim=1),
+    )
