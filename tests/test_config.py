@@ -85,7 +85,7 @@ def test_part_kinds_round_trip_and_unknown_kinds_are_one_line_errors(tmp_path, t
     out = tmp_path / "out"
     base = ["generate", "a mug", "--model", str(tiny_model_dir), "--out", str(out), "--device", "cpu"]
     for key, value, valid in (
-        ("coarse.representation", "gaussians", "nerf"),
+        ("coarse.representation", "gaussians", "nerf, sdf"),
         ("refine.representation", "nerf", "dmtet"),
         ("coarse.views", "photos", "orbit"),
         ("refine.shader", "pbr", "diffuse"),
