@@ -120,6 +120,85 @@ def _print_result(result) -> None:
         print(f"mesh: {mesh}")
 
 
+FIT_ALIASES: dict[str, tuple[str, ...]] = {
+    "coarse-steps": ("coarse.steps",),
+    "refine-steps": ("refine.steps",),
+    "rays": ("coarse.rays_per_step",),
+    "holdout": ("holdout",),
+    "placement": ("placement",),
+    "refine-poses": ("views.refine_poses",),
+    "seed": ("seed",),
+    "device": ("device",),
+    "loss": ("coarse.photometric.loss", "refine.photometric.loss"),
+}
+"""``text3d fit`` flags, mapped to the FitConfig fields they set."""
+
+FIT_PRESETS: dict[str, dict[str, str]] = {
+    "quality": {},
+    "fast": {"coarse.steps": "1000", "refine.steps": "150"},
+}
+
+
+def fit_config_from_args(args: argparse.Namespace):
+    """Defaults <- preset <- --config file <- --set <- explicit flags (as for generate)."""
+    from text3d.config import apply_overrides, load_config
+    from text3d.recipes.fit import FitConfig
+
+    cfg = load_config(args.config, FitConfig) if args.config else FitConfig()
+    if args.preset:
+        if args.preset not in FIT_PRESETS:
+            raise ConfigError(f"unknown preset {args.preset!r}; choose one of {', '.join(FIT_PRESETS)}")
+        cfg = apply_overrides(cfg, FIT_PRESETS[args.preset])
+    cfg = apply_overrides(cfg, _parse_set(args.set))
+    flags = {
+        "coarse-steps": args.coarse_steps,
+        "refine-steps": args.refine_steps,
+        "rays": args.rays,
+        "holdout": args.holdout,
+        "placement": args.placement,
+        "refine-poses": args.refine_poses,
+        "seed": args.seed,
+        "device": args.device,
+        "loss": args.loss,
+    }
+    for key, value in flags.items():
+        if value is not None:
+            for path in FIT_ALIASES[key]:
+                cfg = apply_overrides(cfg, {path: value})
+    if args.data is not None:
+        cfg = apply_overrides(cfg, {"data": str(args.data)})
+    if args.out:
+        cfg = apply_overrides(cfg, {"out_dir": args.out})
+    return cfg
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    from text3d.config import load_config
+    from text3d.fitting import fit
+    from text3d.recipes.fit import FitConfig
+
+    if args.resume:
+        config = Path(args.resume) / "config.yaml"
+        if not config.is_file():
+            raise ConfigError(f"{args.resume} is not a text3d fit run folder (no config.yaml)")
+        result = fit(load_config(config, FitConfig), run_dir=args.resume)
+    else:
+        if args.data is None:
+            raise ConfigError(
+                "no photos given: text3d fit DATA (a folder with transforms.json, COLMAP or photos)"
+            )
+        result = fit(fit_config_from_args(args))
+    _print_result(result)
+    metrics = result.run_dir / "metrics.json"
+    if metrics.is_file():
+        import json
+
+        m = json.loads(metrics.read_text(encoding="utf-8"))
+        if m.get("views"):
+            print(f"held-out {m['split']} views: {m['views']}, PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.4f}")
+    return 0
+
+
 def cmd_refine(args: argparse.Namespace) -> int:
     from text3d.pipeline import refine
 
@@ -219,6 +298,47 @@ def build_parser() -> argparse.ArgumentParser:
     ref.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, mps")
     ref.set_defaults(func=cmd_refine)
 
+    fit = sub.add_parser(
+        "fit",
+        help="reconstruct a textured mesh from photos (transforms.json, COLMAP, or plain photos)",
+        description="A NeRF fitted to the training photos, then a DMTet mesh, evaluated on held-out views "
+        "(PSNR, SSIM) and exported in the input's own frame and units (--placement normalized for a centred asset).",
+    )
+    fit.add_argument(
+        "data", nargs="?", type=Path, help="a folder with transforms.json, sparse/0 + images/, or photos"
+    )
+    fit.add_argument("--out", help="folder for run folders (default: outputs/)")
+    fit.add_argument("--coarse-steps", type=int, help="NeRF steps (default 2000)")
+    fit.add_argument("--refine-steps", type=int, help="DMTet steps on whole photos (default 300; 0 skips)")
+    fit.add_argument("--rays", type=int, help="random rays per NeRF step (default 4096)")
+    fit.add_argument(
+        "--holdout", type=int, help="sets without a test split: hold out every N-th photo (default 8)"
+    )
+    fit.add_argument("--placement", choices=("input", "normalized"), help="export frame (default input)")
+    fit.add_argument(
+        "--refine-poses",
+        action="store_const",
+        const="true",
+        help="learn a pose correction per photo (BARF-style)",
+    )
+    fit.add_argument("--loss", choices=("l2", "l1", "huber"), help="photometric loss (default l2)")
+    fit.add_argument("--seed", type=int)
+    fit.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, mps")
+    fit.add_argument("--preset", help="fast or quality (default)")
+    fit.add_argument("--config", type=Path, help="a YAML file of settings (a fit run's config.yaml works)")
+    fit.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any FitConfig field")
+    fit.add_argument(
+        "--resume", type=Path, metavar="RUN_DIR", help="continue a fit run folder from its checkpoints"
+    )
+    fit.set_defaults(func=cmd_fit)
+
+    rds = sub.add_parser(
+        "render-dataset",
+        help="render a multi-view synthetic set of a mesh with Blender Cycles (NeRF-synthetic layout)",
+        add_help=False,
+    )
+    rds.set_defaults(func=cmd_render_dataset)  # its own parser reads the rest (main() hands it over)
+
     from text3d.batch.command import add_batch_parser
 
     add_batch_parser(sub)
@@ -286,7 +406,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def cmd_render_dataset(argv: list[str]) -> int:
+    """``text3d render-dataset ...``: the scene generator parses its own arguments."""
+    from text3d.scenes.render import main as render_main
+
+    return render_main(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["render-dataset"]:
+        quiet_libraries()
+        return cmd_render_dataset(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     quiet_libraries()
@@ -305,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
         print("cancelled; resume with --resume RUN_DIR", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
-        print("interrupted; resume with text3d generate --resume RUN_DIR", file=sys.stderr)
+        print(f"interrupted; resume with text3d {args.command} --resume RUN_DIR", file=sys.stderr)
         return 130
 
 
