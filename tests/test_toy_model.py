@@ -1,0 +1,115 @@
+"""The toy world's trained Stable Diffusion (issue 18): the committed folder loads like any model, its VAE keeps
+hue, and its DDIM samples show the shape and colour their captions ask for; the random tiny model does not.
+
+The reference labels come from the world's ray-cast renders (a seed the trainer never used), not from the model.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from text3d.toy.checks import measure_hue, reference_set, sample_check
+from text3d.toy.model import DEFAULT_MODEL_DIR, load_parts
+from text3d.toy.world import (
+    COLOUR_NAMES,
+    SHAPES,
+    ToyWorldConfig,
+    captions,
+    make_dataset,
+    render_silhouettes,
+    world_words,
+)
+
+pytestmark = pytest.mark.skipif(
+    not (DEFAULT_MODEL_DIR / "unet").is_dir(), reason="the toy model folder is not in this checkout"
+)
+
+
+@pytest.fixture(scope="module")
+def toy_parts():
+    return load_parts(DEFAULT_MODEL_DIR)
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return reference_set(n_images=1024)
+
+
+def test_captions_use_text3ds_own_view_words():
+    from text3d.cameras import VIEW_NAMES
+    from text3d.guidance.prompts import view_prompts
+    from text3d.render.shading import ShadingMode
+
+    for v in range(len(VIEW_NAMES)):
+        assert captions(2, 1, ShadingMode.ALBEDO, v) == (view_prompts("a green cone")[v], "a green cone", "")
+    assert captions(2, 1, ShadingMode.TEXTURELESS, 0)[1] == "a cone"  # no colour in a colourless render
+    assert set(VIEW_NAMES) <= set(world_words())
+
+
+def test_world_renders_known_silhouettes():
+    """Ray-cast coverage against closed forms: a sphere of radius 0.5 seen from distance d with field of view f
+    covers a disc of angular radius asin(0.5 / d)."""
+    from text3d.cameras import make_cameras
+
+    d, fov = 1.75, 50.0
+    cams = make_cameras(*(torch.tensor([v]) for v in (15.0, 30.0, d, fov)))
+    cover = render_silhouettes(cams, "sphere", size=64).sum().item()
+    r_px = torch.tan(torch.asin(torch.tensor(0.5 / d))) / torch.tan(torch.deg2rad(torch.tensor(fov / 2))) * 32
+    assert cover == pytest.approx(torch.pi * r_px.item() ** 2, rel=0.03)
+    # A cube seen face-on from +Z covers a square of side 2 * 0.38 at depth d - 0.38.
+    cams = make_cameras(*(torch.tensor([v]) for v in (0.0, 0.0, d, fov)))
+    side = 0.76 / (d - 0.38) / torch.tan(torch.deg2rad(torch.tensor(fov / 2))) * 32
+    assert render_silhouettes(cams, "cube", size=64).sum().item() == pytest.approx(side.item() ** 2, rel=0.03)
+
+
+def test_the_folder_loads_as_text3d_guidance_and_as_a_diffusers_pipeline():
+    from diffusers import StableDiffusionPipeline
+
+    from text3d.guidance.stable_diffusion import StableDiffusionGuidance
+
+    g = StableDiffusionGuidance.from_pretrained(str(DEFAULT_MODEL_DIR), local_files_only=True)
+    assert (g.image_size, g.latent_size) == (32, 8)
+    pipe = StableDiffusionPipeline.from_pretrained(str(DEFAULT_MODEL_DIR), local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    img = pipe("a red cube", num_inference_steps=2, height=32, width=32, output_type="np").images
+    assert img.shape == (1, 32, 32, 3)
+    files = [p for p in DEFAULT_MODEL_DIR.rglob("*") if p.is_file()]
+    assert max(p.stat().st_size for p in files) < 5 * 2**20
+    recipe = json.loads((DEFAULT_MODEL_DIR / "recipe.json").read_text())
+    assert recipe["config"]["seed"] == 0 and recipe["unet_steps_done"] > 0
+
+
+def test_the_vae_keeps_hue(toy_parts):
+    """The experiment's VAE (GroupNorm, one channel per group) turned red, green and blue dark; this one keeps
+    each object's hue within a few degrees."""
+    data = make_dataset(ToyWorldConfig(n_images=256), seed=777)
+    hue = measure_hue(toy_parts["vae"], data)
+    print(
+        f"hue error: mean {hue.mean_error_deg:.2f} deg, p95 {hue.p95_error_deg:.2f} deg, kept {hue.kept:.1%}"
+    )
+    assert hue.kept >= 0.97 and hue.mean_error_deg < 10.0
+
+
+def test_samples_match_their_captions(toy_parts, reference):
+    """(a) DDIM, 25 steps, CFG 5, one sample per (shape, colour) caption: the nearest reference render has the
+    caption's shape in >= 90% and its colour in >= 90% of samples."""
+    res = sample_check(toy_parts, reference, seeds=(0,))
+    print(
+        f"toy model: shape {res.shape_acc:.0%}, colour {res.colour_acc:.0%} of {res.n}; misses {res.misses}"
+    )
+    assert res.n == len(SHAPES) * len(COLOUR_NAMES)
+    assert res.shape_acc >= 0.9 and res.colour_acc >= 0.9, res.misses
+
+
+def test_the_random_tiny_model_fails_the_same_check(tmp_path, reference):
+    """The control: the suite's random model, through the same sampler and labels, is near chance."""
+    from text3d.guidance.random_models import save_random_sd
+
+    parts = load_parts(save_random_sd(tmp_path / "random", size="tiny", seed=0))
+    res = sample_check(parts, reference, seeds=(0,))
+    print(f"random model: shape {res.shape_acc:.0%}, colour {res.colour_acc:.0%} of {res.n}")
+    assert res.shape_acc < 0.9 or res.colour_acc < 0.9
+    assert res.shape_acc < 0.6 and res.colour_acc < 0.6
