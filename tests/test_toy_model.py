@@ -35,7 +35,7 @@ def toy_parts():
 
 @pytest.fixture(scope="module")
 def reference():
-    return reference_set(n_images=1024)
+    return reference_set(n_images=2048)
 
 
 def test_captions_use_text3ds_own_view_words():
@@ -94,13 +94,14 @@ def test_the_vae_keeps_hue(toy_parts):
 
 
 def test_samples_match_their_captions(toy_parts, reference):
-    """(a) DDIM, 25 steps, CFG 5, one sample per (shape, colour) caption: the nearest reference render has the
-    caption's shape in >= 90% and its colour in >= 90% of samples."""
-    res = sample_check(toy_parts, reference, seeds=(0,))
+    """(a) DDIM, 25 steps, CFG 5, one sample per (shape, colour) caption and seed (2 seeds): the nearest of
+    ~1,800 reference renders has the caption's shape in >= 90% and its colour in >= 90% of samples (measured:
+    98% and 96%; the misses are dark lambertian cubes)."""
+    res = sample_check(toy_parts, reference, seeds=(0, 1))
     print(
         f"toy model: shape {res.shape_acc:.0%}, colour {res.colour_acc:.0%} of {res.n}; misses {res.misses}"
     )
-    assert res.n == len(SHAPES) * len(COLOUR_NAMES)
+    assert res.n == 2 * len(SHAPES) * len(COLOUR_NAMES)
     assert res.shape_acc >= 0.9 and res.colour_acc >= 0.9, res.misses
 
 
