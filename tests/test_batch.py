@@ -8,6 +8,7 @@ Everything runs the tiny random SD on CPU with a few steps at 16 px (``FAST`` on
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import shutil
@@ -23,7 +24,7 @@ import torch
 
 from text3d.batch.promptfile import MAX_LINE_CHARS, parse_prompt_file, parse_prompt_files, run_key
 from text3d.batch.runner import run_batch
-from text3d.config import GenerateConfig, save_config
+from text3d.config import GenerateConfig, apply_overrides, save_config
 from text3d.pipeline import stage_progress
 
 REPO = Path(__file__).resolve().parents[1]
@@ -158,16 +159,37 @@ def test_bad_lines_are_reported_with_file_and_line(tmp_path):
 
 
 def test_run_keys_are_deterministic_and_safe(tmp_path):
+    base = GenerateConfig()
     for prompt in ("../../x", "/etc/passwd", "..", "C:\\Windows\\x", "~/.ssh/id_rsa", "日本語", "a\x00b"):
-        key = run_key("p.txt", 3, prompt, prompt)
-        assert set(key) <= set("abcdefghijklmnopqrstuvwxyz0123456789-L") and ".." not in key
-        assert key == run_key("/elsewhere/p.txt", 3, prompt, prompt), "moving the file keeps the folder"
-    assert run_key("p.txt", 3, "a fox", "a fox") != run_key("p.txt", 4, "a fox", "a fox")
-    assert run_key("p.txt", 3, "a fox", "a fox") != run_key("p.txt", 3, "a fox | seed=1", "a fox")
-    # the same line given twice runs once
-    f = _write_lines(tmp_path / "p.txt", ["a fox", "a fox"])
+        key = run_key(dataclasses.replace(base, prompt=prompt))
+        assert set(key) <= set("abcdefghijklmnopqrstuvwxyz0123456789-") and ".." not in key
+    fox = dataclasses.replace(base, prompt="a fox")
+    assert run_key(fox) == run_key(dataclasses.replace(fox))
+    assert run_key(fox) != run_key(dataclasses.replace(fox, seed=1))
+    assert run_key(fox) != run_key(dataclasses.replace(fox, negative_prompt="blurry"))
+    assert run_key(fox) != run_key(apply_overrides(fox, {"coarse-steps": "7"}))
+    # where it runs and how often it reports do not define the result
+    assert run_key(fox) == run_key(apply_overrides(fox, {"device": "cpu", "out_dir": "elsewhere"}))
+    assert run_key(fox) == run_key(apply_overrides(fox, {"trainer.preview_every": "3"}))
+    # identical lines (in one file or across files) run once and are reported as duplicates
+    f = _write_lines(tmp_path / "p.txt", ["a fox", "a fox | seed=0", "a fox | seed=1"])
     parsed = parse_prompt_files([f, f])
-    assert [i.line for i in parsed.items] == [1, 2] and len(parsed.warnings) == 2
+    assert [i.line for i in parsed.items] == [1, 3]
+    dupes = [str(w) for w in parsed.warnings]
+    assert dupes == [f"{f}:2: duplicate of {f}:1 (same prompt and settings); it runs once"] + [
+        f"{f}:{n}: duplicate of {f}:{m} (same prompt and settings); it runs once"
+        for n, m in ((1, 1), (2, 1), (3, 3))
+    ]
+
+
+def test_run_folder_names_are_cut_at_word_boundaries():
+    prompt = "a ceramic owl mug with extraordinarily intricate hand painted patterns"
+    key = run_key(dataclasses.replace(GenerateConfig(), prompt=prompt))
+    slug, digest = key.rsplit("-", 1)
+    assert len(digest) >= 10 and len(slug) <= 40
+    assert slug == "a-ceramic-owl-mug-with-extraordinarily", "no word is cut in half"
+    one_word = run_key(dataclasses.replace(GenerateConfig(), prompt="x" * 90)).rsplit("-", 1)[0]
+    assert one_word == "x" * 40, "a single long word is cut where it must be"
 
 
 # ---------------------------------------------------------------------------------------------------- running
@@ -228,7 +250,7 @@ def test_batch_runs_then_rerun_skips_everything(base, tmp_path, tiny_model_dir, 
 
 
 def test_failing_prompts_are_recorded_and_the_batch_carries_on(base, tmp_path, tiny_guidance, monkeypatch):
-    """A NaN (a real one: lr=nan) and an out-of-memory error fail their prompt only; exit status says so."""
+    """A NaN (a real one: lr=1e38 overflows the field) and an out-of-memory error fail their prompt only; exit status says so."""
     import text3d.batch.runner as runner
 
     real_generate = runner.generate
@@ -242,7 +264,7 @@ def test_failing_prompts_are_recorded_and_the_batch_carries_on(base, tmp_path, t
     pfile = _write_lines(
         tmp_path / "mixed.txt",
         [
-            "a red apple | coarse.optim.lr=nan",
+            "a red apple | coarse.optim.lr=1e38",
             "a huge blue vase",
             "an owl mug",
             "<b>a bold</b> & 'quoted' mug",
@@ -294,6 +316,80 @@ def test_cancel_stops_the_batch_and_a_rerun_resumes_from_the_checkpoint(base, tm
     attempts = _read(out / key / "batch.json")["attempts"]
     assert [a["status"] for a in attempts] == ["cancelled", "completed"]
     assert attempts[1]["resumed_from"] == {"coarse": 3}
+
+
+def test_editing_reordering_or_renaming_the_file_reruns_only_what_changed(base, tmp_path, tiny_guidance):
+    """Acceptance (d): a comment line at the top, two swapped lines and a new file name run nothing new; a new
+    seed on one line re-runs that line only; a repeated line runs once and is reported."""
+    lines = ["a red apple", "a blue vase | seed=2", "an owl mug"]
+    out = tmp_path / "out"
+    first = run_batch([_write_lines(tmp_path / "a.txt", lines)], base, out, guidance=tiny_guidance)
+    assert [r.status for r in first.items] == ["completed"] * 3
+    keys = {r.prompt: r.key for r in first.items}
+
+    edited = _write_lines(
+        tmp_path / "renamed.txt", ["# a new comment at the top", lines[2], lines[1], lines[0]]
+    )
+    again = run_batch([edited], base, out, guidance=tiny_guidance)
+    assert [r.status for r in again.items] == ["skipped"] * 3
+    assert {r.prompt: r.key for r in again.items} == keys and [r.line for r in again.items] == [2, 3, 4]
+
+    _write_lines(edited, ["# a new comment at the top", lines[2], "a blue vase | seed=3", lines[0], lines[0]])
+    third = run_batch([edited], base, out, guidance=tiny_guidance)
+    assert [(r.prompt, r.status) for r in third.items] == [
+        ("an owl mug", "skipped"),
+        ("a blue vase", "completed"),
+        ("a red apple", "skipped"),
+    ]
+    assert third.items[1].key != keys["a blue vase"] and third.items[1].steps == STEPS
+    assert [str(w) for w in third.warnings] == [
+        f"{edited}:5: duplicate of {edited}:4 (same prompt and settings); it runs once"
+    ]
+    assert len([p for p in out.iterdir() if p.is_dir()]) == 4
+
+
+class _TooManyEncoded(BaseException):
+    """Not an ``Exception``: the batch must not record it as one prompt's failure and carry on."""
+
+
+def test_a_20000_line_batch_starts_before_encoding_its_prompts(base, tmp_path, tiny_guidance, monkeypatch):
+    """Acceptance (c) as behaviour: the first training step comes before more than a chunk of prompts has been
+    encoded, so start-up time and memory do not grow with the file (bench/batch_start_bench.py times it)."""
+    from text3d.batch.runner import ENCODE_CHUNK
+    from text3d.errors import Cancelled
+
+    pfile = _write_lines(tmp_path / "many.txt", [f"a red apple number {i}" for i in range(20_000)])
+    encoded: list[str] = []
+    real_prepare = tiny_guidance.prepare_text
+
+    def counting_prepare(prompt, negative_prompt="", warn=True):
+        encoded.append(prompt)
+        if len(encoded) > 64:
+            raise _TooManyEncoded(f"{len(encoded)} prompts encoded and no prompt has started")
+        return real_prepare(prompt, negative_prompt, warn)
+
+    monkeypatch.setattr(tiny_guidance, "prepare_text", counting_prepare)
+    first_step = []
+
+    def stop_at_the_first_step(progress):
+        first_step.append(len(encoded))
+        raise Cancelled()
+
+    events = []
+    result = run_batch(
+        [pfile],
+        base,
+        tmp_path / "out",
+        guidance=tiny_guidance,
+        callback=stop_at_the_first_step,
+        on_progress=events.append,
+    )
+    assert first_step and first_step[0] <= ENCODE_CHUNK + 1
+    assert [r.status for r in result.items[:3]] == ["cancelled", "not-run", "not-run"]
+    assert len(result.items) == 20_000
+    start = events[0]
+    assert (start.done, start.total, start.item.line, start.result) == (0, 20_000, 1, None)
+    assert start.text().startswith("1 / 20000")
 
 
 # ---------------------------------------------------------------------------------------------------- CLI
@@ -390,7 +486,7 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("launcher", ["cpu-mpi", "torchrun"])
-def test_accelerate_two_cpu_processes_shard_without_duplicates_or_gaps(tmp_path, config_yaml, launcher):
+def test_accelerate_two_cpu_processes_shard_without_duplicates_or_gaps(tmp_path, base, config_yaml, launcher):
     """Acceptance (c): two accelerate processes on CPU split 8 prompts with no duplicates and no gaps.
 
     accelerate 1.x starts several CPU processes only through MPI: ``--cpu --num_processes 2 --mpirun_hostfile F``
@@ -417,9 +513,9 @@ def test_accelerate_two_cpu_processes_shard_without_duplicates_or_gaps(tmp_path,
     env = {**_env(), "CUDA_VISIBLE_DEVICES": ""}  # CPU processes even where the test machine has GPUs
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "over 2 processes" in proc.stdout and "[1/2] completed" in proc.stdout
+    assert "over 2 processes" in proc.stdout and "[1/2] [4 / 4] completed" in proc.stdout
 
-    expected = parse_prompt_file(pfile).items
+    expected = parse_prompt_file(pfile, base).items  # folder names depend on the settings too
     folders = sorted(p.name for p in out.iterdir() if p.is_dir())
     assert folders == sorted(i.key for i in expected), "every prompt exactly once, nothing else"
     made_by = {}
@@ -439,7 +535,7 @@ def test_accelerate_two_cpu_processes_shard_without_duplicates_or_gaps(tmp_path,
 
 
 @pytest.mark.slow
-def test_sigkill_mid_batch_then_rerun_finishes_the_rest(tmp_path, config_yaml):
+def test_sigkill_mid_batch_then_rerun_finishes_the_rest(tmp_path, base, config_yaml):
     """Acceptance (d): a batch killed with SIGKILL, re-run, finishes without redoing finished prompts."""
     pfile = _write_lines(
         tmp_path / "six.txt",
@@ -457,7 +553,7 @@ def test_sigkill_mid_batch_then_rerun_finishes_the_rest(tmp_path, config_yaml):
         "--out",
         str(out),
     ]
-    items = parse_prompt_file(pfile).items
+    items = parse_prompt_file(pfile, base).items
 
     def completed() -> list[str]:
         done = []

@@ -20,8 +20,10 @@ File format: one prompt per line; blank lines and lines starting with # are igno
 ' | ', e.g.  a red fox | seed=3 coarse-steps=5000 . Files ending in .jsonl hold one JSON object per line,
 e.g. {"prompt": "a red fox", "seed": 3}. Bad lines are reported with their line numbers and skipped.
 
-Each prompt runs in <out>/<file>-L<line>-<prompt>-<hash>/; re-running the same command skips finished prompts
-and resumes half-finished ones. The summary is <out>/summary.json, summary.csv and index.html.
+Each prompt runs in <out>/<prompt>-<hash>/, the hash taken over what defines its result (prompt, negative
+prompt, seed, settings), not its line: re-running skips finished prompts and resumes half-finished ones, even
+after lines were added, moved or the file renamed. A line repeating an earlier one runs once. The summary is
+<out>/summary.json, summary.csv and index.html.
 Scale out with:  accelerate launch [--cpu] --num_processes N -m text3d batch FILE ...
 """
 
@@ -43,7 +45,13 @@ def add_batch_parser(sub: argparse._SubParsersAction) -> None:
 
 def cmd_batch(args: argparse.Namespace) -> int:
     from text3d.batch.promptfile import parse_prompt_files
-    from text3d.batch.runner import ItemResult, default_batch_out, process_state, require_prompts, run_batch
+    from text3d.batch.runner import (
+        BatchProgress,
+        default_batch_out,
+        process_state,
+        require_prompts,
+        run_batch,
+    )
     from text3d.cli import config_from_args
 
     base = config_from_args(args, None)
@@ -64,13 +72,18 @@ def cmd_batch(args: argparse.Namespace) -> int:
             flush=True,
         )
 
-    def on_item(r: ItemResult) -> None:
+    def on_progress(p: BatchProgress) -> None:
+        where = f"{p.item.file}:{p.item.line} {p.item.prompt[:60]!r}"
+        r = p.result
+        if r is None:
+            print(f"{tag}[{p.text()}] starting {where}", flush=True)
+            return
         took = f" in {r.seconds:.1f} s" if r.seconds else ""
         why = f": {r.error}" if r.error else ""
-        print(f"{tag}{r.status:<9} {r.file}:{r.line} {r.prompt[:60]!r}{took}{why}", flush=True)
+        print(f"{tag}[{p.done} / {p.total}] {r.status:<9} {where}{took}{why}", flush=True)
 
     try:
-        result = run_batch(args.files, base, out, on_item=on_item, state=state, parsed=parsed)
+        result = run_batch(args.files, base, out, on_progress=on_progress, state=state, parsed=parsed)
     except KeyboardInterrupt:
         print(f"{tag}interrupted; run the same command again to resume", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -15,6 +15,11 @@ Override keys are the :data:`text3d.config.ALIASES` short names (the CLI flag na
 Settings that must be the same for the whole batch (``model``, ``device``, ``out_dir``) can't change per line,
 because the batch loads one model per process and owns the output folder.
 
+A line's run folder is named after what defines its result (:func:`run_key`: the prompt, negative prompt, seed and
+every setting that changes the result), never after its file or line number: adding a comment, reordering lines
+or renaming the file finds the same folders, and two lines that define the same result run once (the later one is
+reported as a duplicate).
+
 A bad line (undecodable bytes, a line over :data:`MAX_LINE_CHARS`, an unknown key, a bad value or one out of the
 range :func:`text3d.validation.check_settings` allows, an empty prompt, control characters) never stops the batch:
 it becomes a :class:`LineIssue` with its file and line number. UTF-16 files with a byte-order mark are read as
@@ -24,6 +29,7 @@ text; without one they are refused with one line (:func:`as_utf8`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import re
@@ -32,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from text3d.config import ALIASES, GenerateConfig, apply_overrides
+from text3d.config import ALIASES, GenerateConfig, apply_overrides, to_dict
 from text3d.errors import ConfigError, PromptFileError
 from text3d.pipeline import slugify
 from text3d.validation import check_settings
@@ -77,9 +83,9 @@ class BatchItem:
         overrides: the per-line overrides as written (already validated into ``cfg``).
         cfg: the batch-wide config with ``prompt`` and the overrides applied (``out_dir``/``device`` are set
             by the runner).
-        key: the run folder's name, ``<file stem>-L<line>-<prompt slug>-<hash>``: the same file, line and
-            text give the same folder on every run, process and machine, which is how a re-run finds its
-            finished and half-finished prompts. Only ``[a-z0-9-]``, so no prompt can escape ``--out``.
+        key: the run folder's name, :func:`run_key` of ``cfg``: the same prompt and settings give the same
+            folder on every run, process and machine, whatever the line or file, which is how a re-run finds
+            its finished and half-finished prompts. Only ``[a-z0-9-]``, so no prompt can escape ``--out``.
     """
 
     file: str
@@ -101,18 +107,99 @@ class ParsedBatch:
     errors: list[LineIssue] = field(default_factory=list)
     """Lines that were not run; any of them makes the batch's exit code non-zero."""
     warnings: list[LineIssue] = field(default_factory=list)
-    """Lines that run but look like mistakes (a prompt that looks like a file path, a repeated line)."""
+    """Lines that run but look like mistakes (a prompt that looks like a file path), and duplicates."""
+    duplicates: list[LineIssue] = field(default_factory=list)
+    """Lines with the same prompt and settings as an earlier line: they run once (also in ``warnings``)."""
 
 
-def run_key(file: str | Path, line: int, text: str, prompt: str) -> str:
-    """The run folder name of a line: readable (file stem, line, prompt) and unique (hash of all three).
+NOT_RESULT = frozenset(
+    {
+        "prompt",
+        "negative_prompt",
+        "seed",
+        "out_dir",
+        "device",
+        "trainer.progress_bar",
+        "trainer.log_every",
+        "trainer.preview_every",
+        "trainer.preview_every_s",
+        "trainer.preview_views",
+        "trainer.preview_res",
+        "trainer.checkpoint_every",
+        "trainer.keep_optimizer_state",
+    }
+)
+"""Settings left out of a run's identity: the prompt, negative prompt and seed enter it on their own, and the
+rest say where a run goes or how often it reports and checkpoints, which changes no trained value (resume is
+exact)."""
 
-    The hash uses the file's *name*, not its full path, so moving the prompt file or the output folder (or
-    reading them from another machine's mount point) still finds the same folders.
+SLUG_CHARS = 40
+"""Longest prompt part of a run folder name; it ends at a word boundary."""
+
+
+def _flat(data, prefix: str = "") -> dict:
+    """``{"coarse": {"steps": 5}}`` to ``{"coarse.steps": 5}``."""
+    if not isinstance(data, dict):
+        return {prefix[:-1]: data}
+    out = {}
+    for key, value in data.items():
+        out.update(_flat(value, f"{prefix}{key}."))
+    return out
+
+
+@functools.cache
+def _defaults() -> dict:
+    return _flat(to_dict(GenerateConfig()))
+
+
+@functools.lru_cache(maxsize=4096)
+def _settings_digest(settings: GenerateConfig) -> str:
+    """Hash of the settings that differ from the defaults (cached: lines of a file mostly share theirs).
+
+    Only differences are hashed, so a setting added to text3d later (with its default) leaves every existing
+    run folder's name as it was."""
+    defaults = _defaults()
+    changed = {
+        k: v
+        for k, v in _flat(to_dict(settings)).items()
+        if k not in NOT_RESULT and (k not in defaults or defaults[k] != v)
+    }
+    return json.dumps(changed, sort_keys=True, default=str)
+
+
+def _without_identity(cfg: GenerateConfig) -> GenerateConfig:
+    return dataclasses.replace(cfg, prompt="", negative_prompt="", seed=0)
+
+
+def slug_words(prompt: str, max_len: int = SLUG_CHARS) -> str:
+    """:func:`text3d.pipeline.slugify`, cut at the last word boundary that fits (a single long word is cut)."""
+    slug = slugify(prompt, 10 * max_len)
+    if len(slug) <= max_len:
+        return slug
+    head = slug[: max_len + 1]
+    cut = head.rfind("-")
+    return slug[:cut] if cut > 0 else slug[:max_len]
+
+
+def run_key(cfg: GenerateConfig) -> str:
+    """The run folder name of a prompt: ``<prompt slug>-<hash>``, where the hash covers what defines the result.
+
+    That is the prompt, the negative prompt, the seed and every setting that differs from the defaults except
+    :data:`NOT_RESULT`; not the file, its name or the line number. The slug is cut at a word boundary.
     """
-    name = Path(file).name
-    digest = hashlib.sha1(f"{name}\n{line}\n{text}".encode()).hexdigest()[:8]
-    return f"{slugify(Path(file).stem, 24)}-L{line:04d}-{slugify(prompt, 40)}-{digest}"
+    identity = json.dumps(
+        [cfg.prompt, cfg.negative_prompt, cfg.seed, _settings_digest(_without_identity(cfg))],
+        ensure_ascii=False,
+    )
+    digest = hashlib.sha1(identity.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    return f"{slug_words(cfg.prompt)}-{digest}"
+
+
+@functools.lru_cache(maxsize=4096)
+def _checked(settings: GenerateConfig) -> tuple[str, ...]:
+    """:func:`check_settings` of a config whose prompt, negative prompt and seed are blank (they are not range
+    checked), cached: a 20,000-line file with a handful of distinct settings is checked a handful of times."""
+    return tuple(check_settings(settings))
 
 
 def parse_overrides(spec: str) -> dict[str, str]:
@@ -175,11 +262,9 @@ def make_item(
                 f"{key!r}: give one value per key (dotted keys for nested settings), not {value!r}"
             )
     cfg = apply_overrides(dataclasses.replace(base, prompt=prompt), overrides)
-    notes = check_settings(
-        cfg
-    )  # the ranges generate() checks, so a bad line fails here, before anything runs
-    key = run_key(file, line, text, prompt)
-    return BatchItem(file, line, text, prompt, dict(overrides), cfg, key, tuple(notes))
+    # the ranges generate() checks, so a bad line fails here, before anything runs
+    notes = _checked(_without_identity(cfg))
+    return BatchItem(file, line, text, prompt, dict(overrides), cfg, run_key(cfg), notes)
 
 
 def _parse_line(text: str, jsonl: bool) -> tuple[str, dict[str, Any]]:
@@ -281,7 +366,8 @@ def parse_prompt_file(path: str | Path, base: GenerateConfig | None = None) -> P
 
 
 def parse_prompt_files(paths: list[str | Path], base: GenerateConfig | None = None) -> ParsedBatch:
-    """Parse several files in order; a line seen twice (same file name, line and text) runs once."""
+    """Parse several files in order; lines with the same prompt and settings (:func:`run_key`), in one file or
+    across files, run once: the later ones are reported as duplicates."""
     merged = ParsedBatch()
     seen: dict[str, BatchItem] = {}
     for path in paths:
@@ -291,9 +377,13 @@ def parse_prompt_files(paths: list[str | Path], base: GenerateConfig | None = No
         for item in parsed.items:
             if item.key in seen:
                 first = seen[item.key]
-                merged.warnings.append(
-                    LineIssue(item.file, item.line, f"same line as {first.file}:{first.line}; it runs once")
+                issue = LineIssue(
+                    item.file,
+                    item.line,
+                    f"duplicate of {first.file}:{first.line} (same prompt and settings); it runs once",
                 )
+                merged.warnings.append(issue)
+                merged.duplicates.append(issue)
                 continue
             seen[item.key] = item
             merged.items.append(item)

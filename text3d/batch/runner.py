@@ -6,10 +6,12 @@ the same arguments:
 1. Every process parses the same prompt files the same way, so all agree on the item list without talking.
 2. Process ``r`` of ``n`` takes items ``r, r+n, r+2n, ...``: a partition, so no prompt is run twice or missed,
    and it does not depend on what is already on disk (which processes could see at different moments).
-3. Items whose run folder says ``completed`` are skipped; the model is loaded only if something is left, every
-   remaining prompt is encoded, the text encoder is released, and each prompt runs through
-   :func:`text3d.pipeline.generate` in its own deterministic folder. A half-finished folder resumes from its
-   checkpoint there. An exception (NaN, out of memory, a bad setting) fails that prompt only.
+3. Items whose run folder says ``completed`` are skipped; the model is loaded only if something is left. The
+   remaining prompts are encoded :data:`ENCODE_CHUNK` at a time, just before they run (so the first prompt starts
+   at once and memory does not grow with the file); the text encoder is released once the last chunk is encoded.
+   Each prompt runs through :func:`text3d.pipeline.generate` in its own folder, named after what defines its
+   result (:func:`text3d.batch.promptfile.run_key`). A half-finished folder resumes from its checkpoint there.
+   An exception (NaN, out of memory, a bad setting) fails that prompt only.
 4. Results are gathered to every process (``gather_object``; no shared filesystem needed), and the main process
    writes ``summary.json``, ``summary.csv`` and ``index.html``.
 
@@ -45,6 +47,11 @@ from text3d.training.trainer import Callback, Progress
 
 OK_STATUSES = ("completed", "skipped")
 """Item statuses that count as success for the exit code."""
+
+ENCODE_CHUNK = 16
+"""Prompts encoded together just before they run. Their embeddings (six ``[77, D]`` tensors each, ~1 MB for
+SD 2.1 in fp16) are dropped once the chunk has run, so memory is flat in the number of lines; a batch of at most
+this many prompts encodes them all first and frees the text encoder before training, as a single run does."""
 
 BARRIER_TIMEOUT = _dt.timedelta(days=7)
 """How long a process that finished its shard waits for the others at the final gather. Shards can differ by
@@ -108,6 +115,41 @@ class BatchResult:
             out[r.status] = out.get(r.status, 0) + 1
         out["bad_lines"] = len(self.errors)
         return out
+
+
+@dataclass(frozen=True)
+class BatchProgress:
+    """Where this process is in its share of the batch: sent when a prompt starts and when it ends."""
+
+    done: int
+    """Prompts of this process's share that are finished (skipped ones included)."""
+    total: int
+    """Prompts in this process's share."""
+    eta_s: float | None
+    """Time left for the share: the mean time of the prompts run so far times the prompts left to run (``None``
+    until one has run)."""
+    item: BatchItem
+    """The prompt that starts (``result`` is ``None``) or has just ended."""
+    result: ItemResult | None = None
+
+    def text(self) -> str:
+        """``3 / 20000, batch ETA 2 h 10 min`` (the 1-based number of the prompt that starts, or of the one that
+        ended)."""
+        n = self.done + (1 if self.result is None else 0)
+        eta = (
+            "batch ETA after the first prompt" if self.eta_s is None else f"batch ETA {_duration(self.eta_s)}"
+        )
+        return f"{n} / {self.total}, {eta}"
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes = seconds // 60
+    if minutes < 60:
+        return f"{minutes} min"
+    return f"{minutes // 60} h {minutes % 60:02d} min"
 
 
 # ---------------------------------------------------------------------------------------------------- run folders
@@ -287,6 +329,7 @@ def run_batch(
     guidance=None,
     callback: Callback | None = None,
     on_item: Callable[[ItemResult], None] | None = None,
+    on_progress: Callable[[BatchProgress], None] | None = None,
     state=None,
     release_text_encoder: bool = True,
     parsed: ParsedBatch | None = None,
@@ -297,10 +340,13 @@ def run_batch(
         base: settings for every prompt (the CLI knobs); each line's overrides are applied on top.
         out_dir: the batch's output folder (default ``base.out_dir``); every file written is inside it.
         guidance: a loaded model to reuse; loaded once here (on this process's device) when ``None`` and some
-            prompt is left to run. Its text encoder is released after encoding only if loaded here.
+            prompt is left to run. Its text encoder is released after the last prompt is encoded only if loaded
+            here.
         callback: per-step progress hook passed to :func:`generate`; raising ``Cancelled`` stops the batch
             (the current prompt keeps a resumable checkpoint, the rest become ``not-run``).
         on_item: called with each :class:`ItemResult` this process finishes (the CLI prints them).
+        on_progress: called with a :class:`BatchProgress` when a prompt starts and when one ends (``n / N`` and
+            the batch's ETA).
         state: an accelerate ``PartialState``-like object (``process_index``, ``num_processes``, ``device``,
             ``is_main_process``, ``wait_for_everyone``); :func:`process_state` when ``None``.
         parsed: ``files`` already parsed against ``base`` (the CLI parses first to report bad lines early).
@@ -323,12 +369,23 @@ def run_batch(
 
     shard = parsed.items[rank::world]
     mine: dict[str, ItemResult] = {}
+    ran_seconds: list[float] = []  # prompts run (not skipped) in this invocation, for the ETA
 
-    def finish(result: ItemResult) -> None:
+    def progress(item: BatchItem, result: ItemResult | None = None) -> None:
+        if on_progress is None:
+            return
+        to_run = len(shard) - len(mine)  # the prompt that starts included
+        eta = sum(ran_seconds) / len(ran_seconds) * to_run if ran_seconds else None
+        on_progress(BatchProgress(len(mine), len(shard), eta, item, result))
+
+    def finish(item: BatchItem, result: ItemResult, write: bool = True) -> None:
         mine[result.key] = result
+        if result.status not in ("skipped", "not-run"):
+            ran_seconds.append(result.seconds)
         if on_item is not None:
             on_item(result)
-        if state.is_main_process and result.status != "skipped":  # skips change nothing on disk
+        progress(item, result)
+        if write and state.is_main_process:  # skips and not-run change nothing on disk: the final summary
             _write_partial(parsed, out, mine, invocation, world, files)
 
     pending: list[BatchItem] = []
@@ -336,7 +393,7 @@ def run_batch(
         if run_status(out / item.key) == "completed":
             res = scan_item(item, out, rank)
             res.status = "skipped"
-            finish(res)
+            finish(item, res, write=False)
         else:
             pending.append(item)
 
@@ -344,28 +401,32 @@ def run_batch(
         own = guidance is None
         if own:
             guidance = load_guidance(dataclasses.replace(base, device=str(device)), device)
-        runnable = []
-        for item in pending:  # encode every prompt while the text encoder is loaded, then free it
-            try:
-                _report_truncation(guidance, item, parsed)
-                guidance.prepare_text(item.cfg.prompt, item.cfg.negative_prompt, warn=False)
-                runnable.append(item)
-            except Exception as err:
-                finish(
-                    ItemResult(
-                        item.file, item.line, item.prompt, item.key, "failed", describe_failure(err), rank
-                    )
-                )
-        if own and release_text_encoder:
-            guidance.release_text_encoder()
-
         stopped = False
-        for item in runnable:
+        for start in range(0, len(pending), ENCODE_CHUNK):
+            chunk = pending[start : start + ENCODE_CHUNK]
             if stopped:
-                finish(ItemResult(item.file, item.line, item.prompt, item.key, "not-run", None, rank))
+                for item in chunk:
+                    finish(item, _result(item, "not-run", None, rank), write=False)
                 continue
-            result, stopped = _run_item(item, out, device, guidance, callback, invocation, rank, world)
-            finish(result)
+            runnable = []
+            for item in chunk:  # encode this chunk while the text encoder is loaded
+                try:
+                    _report_truncation(guidance, item, parsed)
+                    guidance.prepare_text(item.cfg.prompt, item.cfg.negative_prompt, warn=False)
+                    runnable.append(item)
+                except Exception as err:
+                    finish(item, _result(item, "failed", describe_failure(err), rank))
+            if own and release_text_encoder and start + ENCODE_CHUNK >= len(pending):
+                guidance.release_text_encoder()  # the last chunk is encoded
+            for item in runnable:
+                if stopped:
+                    finish(item, _result(item, "not-run", None, rank), write=False)
+                    continue
+                progress(item)
+                result, stopped = _run_item(item, out, device, guidance, callback, invocation, rank, world)
+                finish(item, result)
+            if getattr(guidance, "text_encoder", None) is not None:
+                guidance.clear_text_cache()  # this chunk has run; later prompts are encoded again if repeated
 
     results = [mine[item.key] for item in shard]
     if world > 1:
@@ -383,6 +444,10 @@ def run_batch(
         write_summary(batch)
     state.wait_for_everyone()
     return batch
+
+
+def _result(item: BatchItem, status: str, error: str | None, rank: int) -> ItemResult:
+    return ItemResult(item.file, item.line, item.prompt, item.key, status, error, rank)
 
 
 def _report_truncation(guidance, item: BatchItem, parsed: ParsedBatch) -> None:
