@@ -1,5 +1,6 @@
 """Image metrics against a known answer: PSNR and SSIM (Wang et al. 2004: 11x11 Gaussian window, sigma 1.5,
-K1 = 0.01, K2 = 0.03, biased variances over valid windows, as mip-NeRF's evaluation and torchmetrics compute it)."""
+K1 = 0.01, K2 = 0.03, biased variances, mean over the windows that fit inside the image, as mip-NeRF's evaluation
+computes it; torchmetrics also averages reflect-padded border windows, which moves the figure in the third digit)."""
 
 from __future__ import annotations
 
