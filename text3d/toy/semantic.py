@@ -1,0 +1,68 @@
+"""Judging a generated object against the toy world: which primitive does its silhouette match, and which of the
+world's colours is its albedo?
+
+The truth is the world's own ray-cast primitive seen from the same cameras, so a generation can be scored without
+any learned judge.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from text3d.cameras import Cameras, turntable_cameras
+from text3d.toy.world import COLOUR_NAMES, COLOURS, SHAPES, render_silhouettes
+
+
+def iou(a: Float[Tensor, "B H W"], b: Float[Tensor, "B H W"], threshold: float = 0.5) -> float:
+    """Intersection over union of two stacks of coverage masks, thresholded, pooled over all views."""
+    a, b = a > threshold, b > threshold
+    union = (a | b).sum().item()
+    return (a & b).sum().item() / union if union else 0.0
+
+
+@dataclass
+class SemanticScore:
+    """How a generation compares with every primitive and colour of the world.
+
+    Attributes:
+        ious: silhouette IoU (8 views pooled) with each shape in :data:`SHAPES`.
+        colour: the world colour nearest the mean albedo of the opaque pixels.
+        mean_albedo: that mean, RGB in [0, 1].
+    """
+
+    ious: dict[str, float]
+    colour: str
+    mean_albedo: tuple[float, float, float]
+
+    @property
+    def best_shape(self) -> str:
+        return max(self.ious, key=self.ious.get)
+
+    def margin(self, shape: str) -> float:
+        """IoU with ``shape`` minus the best IoU of any other shape."""
+        return self.ious[shape] - max(v for k, v in self.ious.items() if k != shape)
+
+
+def score_cameras(n_views: int = 8) -> Cameras:
+    """Eight turntable views at text3d's evaluation elevation, distance and field of view."""
+    return turntable_cameras(n_views)
+
+
+def score_render(
+    opacity: Float[Tensor, "B H W"], rgb: Float[Tensor, "B H W 3"], cameras: Cameras
+) -> SemanticScore:
+    """Score renders (albedo shading) of a generated object seen from ``cameras``."""
+    size = opacity.shape[-1]
+    ious = {s: iou(opacity, render_silhouettes(cameras, s, size)) for s in SHAPES}
+    solid = opacity > 0.9
+    if solid.any():
+        mean = rgb[solid].mean(0)
+    else:
+        mean = torch.ones(3)
+    palette = torch.tensor(list(COLOURS.values()))
+    colour = COLOUR_NAMES[int((palette - mean).norm(dim=-1).argmin())]
+    return SemanticScore(ious, colour, tuple(float(v) for v in mean))
