@@ -70,6 +70,10 @@ def all_runs(work: Path) -> dict[str, dict[str, str]]:
             "out_dir": str(work / "outputs"),
             "export.enabled": "false",
             "refine.steps": "4",
+            # the record hashes every tensor of every stage, Adam's state included: keep what a finished run
+            # would drop (issue 12, disk); the default run's tensors are the same, it only writes fewer of them
+            "trainer.keep_optimizer_state": "true",
+            "trainer.keep_earlier_stages": "true",
         },
     )
     configs = {

@@ -175,6 +175,9 @@ def test_a_killed_fit_resumes_bit_exactly_with_pose_corrections(suzanne, tmp_pat
             "views.refine_poses": "true",
             "trainer.checkpoint_every": "4",
             "trainer.log_every": "2",
+            # compare every stage's weights and Adam state: keep what a finished run would drop
+            "trainer.keep_optimizer_state": "true",
+            "trainer.keep_earlier_stages": "true",
             "export.enabled": "false",
         },
     )

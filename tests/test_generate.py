@@ -157,7 +157,7 @@ def test_nan_stops_the_run_before_it_reaches_a_checkpoint(make_config, tiny_guid
     cfg = make_config(
         "a red apple",
         **{
-            "coarse.optim.lr": "nan",
+            "coarse.optim.lr": "1e38",  # a real overflow (lr=nan is refused before the run)
             "trainer.log_every": "1000",
             "trainer.checkpoint_every": "2",
             "refine.steps": "0",

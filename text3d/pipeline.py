@@ -38,7 +38,13 @@ from text3d.guidance.prompts import TextEmbeddings
 from text3d.guidance.stable_diffusion import StableDiffusionGuidance, check_model_config, resolve_dtype
 from text3d.io import write_json
 from text3d.recipes import text_to_3d
-from text3d.training.checkpoint import checkpoint_path, load_weights, read_checkpoint_meta
+from text3d.training.checkpoint import (
+    checkpoint_path,
+    is_pruned,
+    load_weights,
+    prune_checkpoint,
+    read_checkpoint_meta,
+)
 from text3d.training.previews import auto_size
 from text3d.training.stage import Stage
 from text3d.training.trainer import Callback, Progress, Trainer, TrainerConfig
@@ -281,33 +287,56 @@ def train_stages(
     Stage ``i`` starts from the seed ``seed + i`` and from stage ``i - 1`` (``start_from``), so a run and its
     resumption draw the same numbers. Returns the last stage and a reporter for what follows training (export
     phases), which the callback sees as messages and may cancel.
+
+    Once stage ``i`` has finished, stage ``i - 1``'s checkpoint is pruned to its step (unless
+    ``trainer.keep_earlier_stages``): stage ``i`` started from it and its own checkpoint holds all its state, so
+    it is restored from that alone. A stage that had finished before this call keeps its turntable video.
     """
     previous: Stage | None = None
+    previous_pruned = False
     finishing: Callable[[str], None] = lambda message: None  # noqa: E731
     for index, stage in enumerate(stages):
         torch.manual_seed(seed + index)
-        start_from(stage, previous)
+        ckpt = checkpoint_path(run_dir, stage.name)
+        if previous_pruned and not ckpt.is_file():
+            raise RunDirError(
+                f"{run_dir}: stage {previous.name!r} kept only its step (its weights live on in "
+                f"checkpoints/{stage.name}.safetensors), but that checkpoint is missing"
+            )
+        if not previous_pruned:  # a pruned stage's successor is restored whole from its own checkpoint
+            start_from(stage, previous)
         stage.to(device)
         trainer = Trainer(stage, run_dir, trainer_cfg, callback)
         trainer.resume()
+        finished_before = trainer.step >= stage.steps
         t_stage = time.perf_counter()
         trainer.run()
         record.data["stages"][stage.name] = {"step": trainer.step, "total": stage.steps}
         record.update()
+        if previous is not None and trainer.step >= stage.steps and not trainer_cfg.keep_earlier_stages:
+            prune_checkpoint(checkpoint_path(run_dir, previous.name))
         finishing = _finishing_reporter(callback, stage.name, trainer.step, stage.steps, t_stage)
-        frames = turntable_frames(
-            stage.representation,
-            stage.shader,
-            stage.views.preview_cameras(auto_size(trainer_cfg.video_frames, 60, 24, device), device),
-            auto_size(trainer_cfg.video_res, 256, stage.views.resolution, device),
-            on_frame=lambda i, n, report=finishing: report(f"rendering the turntable, frame {i + 1} / {n}"),
-        )
-        result.video = write_video(
-            frames, run_dir / "video" / f"{stage.name}-turntable.mp4", trainer_cfg.video_fps
-        )
-        record.data["outputs"]["video"] = str(result.video.relative_to(run_dir))
+        pruned = is_pruned(ckpt)
+        videos = sorted((run_dir / "video").glob(f"{stage.name}-turntable.*"))
+        if (finished_before and videos) or pruned:
+            result.video = videos[0] if videos else result.video  # already made (or nothing left to make it)
+        else:
+            frames = turntable_frames(
+                stage.representation,
+                stage.shader,
+                stage.views.preview_cameras(auto_size(trainer_cfg.video_frames, 60, 24, device), device),
+                auto_size(trainer_cfg.video_res, 256, stage.views.resolution, device),
+                on_frame=lambda i, n, report=finishing: report(
+                    f"rendering the turntable, frame {i + 1} / {n}"
+                ),
+            )
+            result.video = write_video(
+                frames, run_dir / "video" / f"{stage.name}-turntable.mp4", trainer_cfg.video_fps
+            )
+        if result.video is not None:
+            record.data["outputs"]["video"] = str(result.video.relative_to(run_dir))
         record.update()
-        previous = stage
+        previous, previous_pruned = stage, pruned
     return previous, finishing
 
 
@@ -410,13 +439,17 @@ def load_trained_stage(run_dir: str | Path, device: str | torch.device | None = 
     stages = build_stages(cfg)
     trained: Stage | None = None
     previous: Stage | None = None
+    previous_pruned = False
     for stage in stages:
         ckpt = checkpoint_path(run_dir, stage.name)
         if not ckpt.is_file():
             break
-        text_to_3d.start_from(stage, previous)
+        if not previous_pruned:  # see train_stages: a pruned stage's successor holds all of its own state
+            text_to_3d.start_from(stage, previous)
         load_weights(stage, ckpt)
-        trained = previous = stage
+        previous, previous_pruned = stage, is_pruned(ckpt)
+        if not previous_pruned:
+            trained = stage
     if trained is None:
         raise RunDirError(
             f"{run_dir} has no trained stage yet (no checkpoints/*.safetensors); nothing to export"

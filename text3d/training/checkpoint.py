@@ -2,6 +2,11 @@
 ``state_dict()`` (representation, view source, shader, objective), Adam's state, the RNG states and, in its
 metadata, the step and Adam's scalars. A run killed after a checkpoint and resumed reaches bit-identical parameters
 on CPU, because every random draw comes from the torch RNG whose state is saved here.
+
+What a finished run keeps is smaller (issue 12, disk): a stage's last checkpoint is written without Adam's state
+(``optimizer=None``; continuing that stage later starts Adam's moments afresh), and once the next stage has
+finished, :func:`prune_checkpoint` leaves only the step of the earlier one, whose weights live on, trained further,
+in the later stage (it was only their starting point).
 """
 
 from __future__ import annotations
@@ -32,13 +37,14 @@ def checkpoint_path(run_dir: str | Path, stage_name: str) -> Path:
 
 
 def save_checkpoint(
-    path: Path, stage: Stage, optimizer: torch.optim.Optimizer, step: int, extra: dict
+    path: Path, stage: Stage, optimizer: torch.optim.Optimizer | None, step: int, extra: dict
 ) -> Path:
-    """One file: ``model.*`` tensors, ``optim.<param>.<key>`` Adam state, ``rng.*`` states; JSON in metadata."""
+    """One file: ``model.*`` tensors, ``optim.<param>.<key>`` Adam state (none when ``optimizer`` is ``None``),
+    ``rng.*`` states; JSON in metadata."""
     tensors: dict[str, Tensor] = {
         f"model.{k}": v.detach().contiguous() for k, v in stage.state_dict().items()
     }
-    opt_state = optimizer.state_dict()
+    opt_state = optimizer.state_dict() if optimizer is not None else {"state": {}, "param_groups": []}
     scalars: dict[str, dict] = {}
     for pid, state in opt_state["state"].items():
         for key, val in state.items():
@@ -63,6 +69,27 @@ def save_checkpoint(
     return path
 
 
+def prune_checkpoint(path: Path) -> None:
+    """Rewrite a finished stage's checkpoint with its step, stage name and extras only (a few hundred bytes).
+
+    For a stage that a later, finished stage started from: the later stage's checkpoint holds everything needed to
+    rebuild, export or continue it, so the earlier weights are never read again (see :func:`is_pruned`)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = dict(f.metadata() or {})
+    if meta.get("pruned") == "true":
+        return
+    meta = {k: meta[k] for k in ("step", "stage", "extra") if k in meta} | {"pruned": "true"}
+    with atomic_path(path) as tmp:
+        save_file({}, str(tmp), metadata=meta)
+
+
+def is_pruned(path: Path) -> bool:
+    """Whether a checkpoint was pruned (:func:`prune_checkpoint`): it says the stage finished, and nothing more."""
+    return read_checkpoint_meta(path)["pruned"]
+
+
 def read_checkpoint_meta(path: Path) -> dict:
     from safetensors import safe_open
 
@@ -72,19 +99,26 @@ def read_checkpoint_meta(path: Path) -> dict:
         "step": int(meta.get("step", -1)),
         "stage": meta.get("stage"),
         "extra": json.loads(meta.get("extra", "{}")),
+        "pruned": meta.get("pruned") == "true",
     }
 
 
 def load_checkpoint(path: Path, stage: Stage, optimizer: torch.optim.Optimizer | None) -> int:
-    """Restore parameters, Adam state and RNG state; returns the step the checkpoint was taken after."""
+    """Restore parameters, Adam state and RNG state; returns the step the checkpoint was taken after.
+
+    A stage's last checkpoint has no Adam state: the optimizer is then left as it is (fresh moments). A pruned
+    checkpoint restores nothing but the step (the stage is finished and superseded; see :func:`prune_checkpoint`).
+    """
     from safetensors import safe_open
 
     device = device_of(stage)
     tensors = load_file(str(path), device="cpu")
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}
+    if meta.get("pruned") == "true":
+        return int(meta["step"])
     stage.load_state_dict(model_state(tensors))
-    if optimizer is not None:
+    if optimizer is not None and any(k.startswith("optim.") for k in tensors):
         state: dict[int, dict] = {}
         for k, v in tensors.items():
             if k.startswith("optim."):
@@ -111,5 +145,7 @@ def model_state(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
 
 
 def load_weights(stage: Stage, path: Path) -> None:
-    """Parameters and buffers of ``stage`` from its checkpoint (no optimizer or RNG state: nothing trains)."""
-    stage.load_state_dict(model_state(load_file(str(path), device="cpu")))
+    """Parameters and buffers of ``stage`` from its checkpoint (no optimizer or RNG state: nothing trains); a pruned
+    checkpoint has none to give, and leaves the stage as it is."""
+    if not is_pruned(path):
+        stage.load_state_dict(model_state(load_file(str(path), device="cpu")))

@@ -38,6 +38,13 @@ class TrainerConfig:
     so its preview refreshes every few seconds whatever the device's speed; previews draw no random numbers, so a
     wall-clock trigger leaves the training trajectory (and exact resume) unchanged."""
     checkpoint_every: int = 1000
+    keep_optimizer_state: bool = False
+    """Keep Adam's state in a stage's last checkpoint. Off, that checkpoint holds the weights, RNG state and step
+    only (a third of the size); a finished stage continued later (``text3d refine`` with more steps) then starts
+    Adam's moments afresh. Checkpoints taken during a stage always keep it, so a killed run resumes exactly."""
+    keep_earlier_stages: bool = False
+    """Keep an earlier stage's weights once the stage after it has finished. Off, its checkpoint keeps only its
+    step: the later stage started from it and holds everything export and ``text3d refine`` need."""
     preview_views: int = 4
     preview_res: int = 0
     """Pixels per preview view; 0 = auto: 128 on a GPU, the training resolution on CPU."""
@@ -125,7 +132,10 @@ class Trainer:
         write_text(path, "".join(f"{line}\n" for line in kept))
 
     def checkpoint(self) -> Path:
-        return save_checkpoint(self.ckpt_path, self.stage, self.optimizer, self.step, {"total": self.stage.steps})
+        """Save the stage; its last checkpoint without Adam's state unless ``keep_optimizer_state``."""
+        finished = self.step >= self.stage.steps and not self.cfg.keep_optimizer_state
+        optimizer = None if finished else self.optimizer
+        return save_checkpoint(self.ckpt_path, self.stage, optimizer, self.step, {"total": self.stage.steps})
 
     def preview(self) -> Path:
         res = auto_size(self.cfg.preview_res, 128, self.stage.views.resolution, self.device)
