@@ -30,7 +30,8 @@ SEMANTIC_OVERRIDES = {
     "coarse.shading.albedo_only_steps": "30",
     "coarse.cameras.batch_size": "2",
     # a 4x8x8 latent gives SDS little pull on the geometry: a faster field, and no regularizer fighting it
-    "coarse.optim.lr": "0.03",
+    "coarse.optim.lr": "0.04",
+    "coarse.optim.network_lr_scale": "0.2",
     "coarse.sds.guidance_scale": "50",
     "coarse.lambda_sparsity": "0",
     "coarse.lambda_orient.start": "0",
