@@ -100,14 +100,77 @@ def config_from_args(args: argparse.Namespace, prompt: str | None):
     return cfg
 
 
+RUN_FLAGS = (
+    "model", "out", "seed", "coarse_steps", "coarse_res", "refine_steps", "refine_res", "negative",
+    "guidance_scale", "perp_neg", "device", "preset", "config", "set",
+)  # fmt: skip
+"""``generate`` options (see :func:`add_run_options`) that ``--resume`` ignores: the run's config.yaml rules."""
+
+
+def ignored_by_resume(args: argparse.Namespace) -> list[str]:
+    """What ``generate --resume RUN`` was given besides the folder: the prompt and each run option."""
+    ignored = [f"the prompt {args.prompt!r}"] if args.prompt else []
+    return ignored + [f"--{name.replace('_', '-')}" for name in RUN_FLAGS if getattr(args, name, None)]
+
+
+class StopOnSignal:
+    """SIGTERM and Ctrl-C as a cancel: once training has started, the first signal makes the run stop at its next
+    step (or turntable frame, or export phase) like the web app's Cancel button: checkpointed and marked
+    ``cancelled``, resumable with ``--resume``. A second signal, or one before the first step, interrupts at
+    once. Pass the instance as the run's progress callback; a no-op outside the main thread."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.started = False
+        self._saved: dict[int, object] = {}
+
+    def __enter__(self) -> StopOnSignal:
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._saved[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        for sig, handler in self._saved.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested or not self.started:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __call__(self, progress) -> None:
+        self.started = True
+        if self.requested:
+            raise Cancelled()
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
-    from text3d.pipeline import generate, resume
+    from text3d.pipeline import RunFinished, generate, resume
 
     if args.resume:
-        result = resume(args.resume)
+        ignored = ignored_by_resume(args)
+        if ignored:
+            print(
+                f"warning: --resume continues {args.resume} with the settings in its config.yaml; ignored: "
+                + ", ".join(ignored),
+                file=sys.stderr,
+            )
+        try:
+            with StopOnSignal() as stop:
+                result = resume(args.resume, callback=stop)
+        except RunFinished as done:
+            print(done, file=sys.stderr)
+            return 0
     else:
         cfg = config_from_args(args, args.prompt)
-        result = generate(cfg)
+        with StopOnSignal() as stop:
+            result = generate(cfg, callback=stop)
     _print_result(result)
     return 0
 
@@ -202,7 +265,14 @@ def cmd_fit(args: argparse.Namespace) -> int:
 def cmd_refine(args: argparse.Namespace) -> int:
     from text3d.pipeline import refine
 
-    result = refine(args.run_dir, steps=args.refine_steps, resolution=args.refine_res, device=args.device)
+    with StopOnSignal() as stop:
+        result = refine(
+            args.run_dir,
+            steps=args.refine_steps,
+            resolution=args.refine_res,
+            device=args.device,
+            callback=stop,
+        )
     _print_result(result)
     return 0
 
@@ -433,7 +503,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
     except Cancelled:
-        print("cancelled; resume with --resume RUN_DIR", file=sys.stderr)
+        again = (
+            "text3d generate --resume RUN_DIR"
+            if args.command == "generate"
+            else f"text3d {args.command} RUN_DIR"
+        )
+        print(f"cancelled (checkpointed); continue with {again}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
         print(f"interrupted; resume with text3d {args.command} --resume RUN_DIR", file=sys.stderr)

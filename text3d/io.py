@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import stat
 import tempfile
 from collections.abc import Iterator
@@ -76,3 +77,22 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 
 def write_json(path: str | os.PathLike, obj) -> Path:
     return write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+_TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp(\.[^.]+)?$")
+"""Names :func:`atomic_path` and the exporter's staged files give their temporary files:
+``.<stem>.<8 random characters>.tmp<suffix>`` (``tempfile.mkstemp``)."""
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files a killed writer left under ``folder`` (a SIGKILL skips the clean-up).
+
+    Call it only where no other process is writing, e.g. when a run folder is resumed: a run folder has one
+    writer. Returns what was removed.
+    """
+    removed = []
+    for path in Path(folder).rglob(".*.tmp*"):
+        if path.is_file() and not path.is_symlink() and _TEMPORARY.match(path.name):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed

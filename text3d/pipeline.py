@@ -22,6 +22,7 @@ import logging
 import os
 import platform
 import re
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -36,7 +37,7 @@ from text3d.export.mesh import Placement
 from text3d.export.video import turntable_frames, write_video
 from text3d.guidance.prompts import TextEmbeddings
 from text3d.guidance.stable_diffusion import StableDiffusionGuidance, check_model_config, resolve_dtype
-from text3d.io import write_json
+from text3d.io import remove_stale_temporaries, write_json
 from text3d.recipes import text_to_3d
 from text3d.training.checkpoint import (
     checkpoint_path,
@@ -105,6 +106,32 @@ def resolve_device(name: str) -> torch.device:
     ):
         raise ConfigError(f"device {name!r} asked for, but MPS is not available here; use --device cpu")
     return device
+
+
+def check_out_dir(out_dir: str | Path) -> None:
+    """Fail in one line, before any model is loaded, when no run folder can be made under ``out_dir``.
+
+    Catches an output folder that is a file, one under a file, and one where this user cannot create files (a
+    read-only folder or mount). Creates nothing.
+
+    Raises:
+        RunDirError: naming ``out_dir`` and what is wrong with it.
+    """
+    out = Path(out_dir)
+    existing = out
+    while not existing.exists() and not existing.is_symlink() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "" if existing == out else f" is under {existing}, which"
+        raise RunDirError(f"the output folder {out}{where} is a file, not a folder; pass a folder with --out")
+    try:  # an unnamed file where the run folder would go: works for root too, and on read-only mounts
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        raise RunDirError(
+            f"cannot write in the output folder {out} ({existing}: {err.strerror}); pass one you can write to "
+            "with --out"
+        ) from None
 
 
 def new_run_dir(out_dir: str | Path, prompt: str) -> Path:
@@ -220,12 +247,15 @@ def generate(
     # before anything is loaded or a folder is made: the kinds, then every range (one line naming the setting)
     text_to_3d.check_kinds(cfg.coarse, cfg.refine)
     validate_settings(cfg)
+    if run_dir is None:
+        check_out_dir(cfg.out_dir)
     device = resolve_device(cfg.device)
     own_guidance = guidance is None
     if own_guidance:
         guidance = load_guidance(cfg, device)
     run_dir = Path(run_dir) if run_dir is not None else new_run_dir(cfg.out_dir, cfg.prompt)
     run_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(run_dir)  # what a killed run (mid-export, mid-checkpoint) left half-written
     save_config(cfg, run_dir / "config.yaml")
     record = RunRecord(run_dir, _prompt_fields(cfg), device)
     record.update(status="running")
@@ -478,6 +508,7 @@ def export_run(
     cfg = cfg or run_cfg.export
     validate_config(cfg)
     stage = load_trained_stage(run_dir, device)
+    remove_stale_temporaries(run_dir / MESH_DIR)  # a killed export's half-written files
     run_json = run_dir / "run.json"
     try:
         run = json.loads(run_json.read_text(encoding="utf-8"))
@@ -503,6 +534,10 @@ def load_run_config(run_dir: str | Path) -> GenerateConfig:
     return load_config(run_dir / "config.yaml")
 
 
+class RunFinished(RunDirError):
+    """:func:`resume` of a run that has completed: there is nothing to continue."""
+
+
 def resume(
     run_dir: str | Path,
     guidance: StableDiffusionGuidance | None = None,
@@ -510,7 +545,21 @@ def resume(
     **overrides,
 ) -> RunResult:
     """Continue a run from its checkpoints with the config saved in it (``overrides`` replace top-level fields,
-    e.g. ``device``)."""
+    e.g. ``device``).
+
+    Raises:
+        RunFinished: the run has completed (nothing is loaded or rewritten; ``text3d export`` re-exports it and
+            ``text3d refine`` trains its refine stage further).
+    """
+    try:
+        status = json.loads((Path(run_dir) / "run.json").read_text(encoding="utf-8")).get("status")
+    except (OSError, ValueError, AttributeError):
+        status = None
+    if status == "completed":
+        raise RunFinished(
+            f"{run_dir} has finished: nothing to resume. Write its meshes again with: text3d export {run_dir}; "
+            f"train its refine stage further with: text3d refine {run_dir} --refine-steps N"
+        )
     cfg = load_run_config(run_dir)
     if overrides:
         cfg = dataclasses.replace(cfg, **overrides)

@@ -42,7 +42,7 @@ from text3d.batch.promptfile import BatchItem, LineIssue, ParsedBatch, parse_pro
 from text3d.config import GenerateConfig
 from text3d.errors import Cancelled, PromptFileError, PromptTruncatedWarning, Text3DError
 from text3d.io import write_json
-from text3d.pipeline import generate, load_guidance, resolve_device, slugify
+from text3d.pipeline import check_out_dir, generate, load_guidance, resolve_device, slugify
 from text3d.training.trainer import Callback, Progress
 
 OK_STATUSES = ("completed", "skipped")
@@ -357,10 +357,12 @@ def run_batch(
     Raises:
         PromptFileError: a file is missing/unreadable, or the files hold no prompt lines at all.
         ModelLoadError: the model can't be loaded (nothing can run).
+        RunDirError: ``out_dir`` is a file, under a file, or not writable (nothing was loaded).
     """
     parsed = parsed if parsed is not None else parse_prompt_files(list(files), base)
     require_prompts(parsed, files)
     out = Path(out_dir if out_dir is not None else base.out_dir)
+    check_out_dir(out)  # a file, under a file, not writable: one line before any model is loaded
     state = state if state is not None else process_state()
     rank, world = state.process_index, state.num_processes
     invocation = _invocation_id(state)
