@@ -37,7 +37,9 @@ def shaded_views(stage: Stage, n: int, res: int) -> np.ndarray:
     """``[2*res, n*res, 3]`` uint8: albedo turntable on top, geometry (depth-normal shading) below."""
     cams = stage.views.preview_cameras(n, device_of(stage))
     with torch.no_grad():
-        out = stage.representation.render(cams, res, res, stage.shader, stage.shader.preview(), training=False)
+        out = stage.representation.render(
+            cams, res, res, stage.shader, stage.shader.preview(), training=False
+        )
         geometry = depth_shading(out.depth / out.opacity.clamp(min=1e-6), out.opacity.clamp(0, 1), cams)
     rows = [torch.cat(list(img), dim=1) for img in (out.rgb, geometry)]  # each [res, n*res, 3]
     img = torch.cat(rows, dim=0).clamp(0, 1)
