@@ -62,7 +62,8 @@ def build_random_sd(size: str = "tiny", seed: int = 0, tokenizer_dir: Path | Non
 
     Args:
         size: ``"tiny"`` or ``"sd21-base"``.
-        tokenizer_dir: where the generated vocabulary is written (a temporary folder if ``None``).
+        tokenizer_dir: where the generated vocabulary is written (a temporary folder, removed once the tokenizer
+            is loaded, if ``None``).
     """
     import tempfile
 
@@ -72,11 +73,13 @@ def build_random_sd(size: str = "tiny", seed: int = 0, tokenizer_dir: Path | Non
     if size not in ("tiny", "sd21-base"):
         raise ValueError(f"size must be 'tiny' or 'sd21-base', got {size!r}")
     torch.manual_seed(seed)
-    tok_dir = (
-        Path(tokenizer_dir) if tokenizer_dir is not None else Path(tempfile.mkdtemp(prefix="text3d-tok-"))
-    )
-    write_tiny_tokenizer(tok_dir)
-    tokenizer = CLIPTokenizer.from_pretrained(str(tok_dir), model_max_length=77)
+    if tokenizer_dir is not None:
+        write_tiny_tokenizer(Path(tokenizer_dir))
+        tokenizer = CLIPTokenizer.from_pretrained(str(tokenizer_dir), model_max_length=77)
+    else:
+        with tempfile.TemporaryDirectory(prefix="text3d-tok-") as tmp:
+            write_tiny_tokenizer(Path(tmp))
+            tokenizer = CLIPTokenizer.from_pretrained(tmp, model_max_length=77)
     vocab_size = len(tokenizer)
     special = {
         "bos_token_id": tokenizer.convert_tokens_to_ids("<|startoftext|>"),
