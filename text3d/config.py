@@ -66,8 +66,33 @@ ALIASES: dict[str, tuple[str, ...]] = {
 PRESETS: dict[str, dict[str, str]] = {
     "quality": {},
     "fast": {"coarse.steps": "2500", "refine.steps": "1500"},
+    "toy": {
+        # the toy model (text3d/toy/model: 32² images of coloured primitives on white), on any CPU in a minute
+        "model.model_id": "toy",
+        "coarse.resolution": "32",
+        "coarse.steps": "150",
+        "coarse.nerf.encoding.n_levels": "8",
+        "coarse.nerf.encoding.log2_hashmap_size": "14",
+        "coarse.nerf.encoding.max_resolution": "128",
+        "coarse.nerf.hidden_dim": "32",
+        "coarse.renderer.n_samples": "32",
+        "coarse.background.kind": "solid",
+        "coarse.shading.albedo_only_steps": "50",
+        "coarse.cameras.batch_size": "2",
+        # a 4x8x8 latent pulls weakly on the geometry: a faster field and no regulariser fighting it
+        "coarse.optim.lr": "0.04",
+        "coarse.optim.network_lr_scale": "0.2",
+        "coarse.sds.guidance_scale": "50",
+        "coarse.lambda_sparsity": "0",
+        "coarse.lambda_orient.start": "0",
+        "coarse.lambda_orient.end": "0",
+        "refine.steps": "0",
+        "export.grid_resolution": "128",
+        "export.texture_size": "256",
+        "trainer.video_res": "128",
+    },
 }
-"""Named override sets; ``quality`` is the anchors' defaults."""
+"""Named override sets; ``quality`` is the anchors' defaults, ``toy`` the toy model's (tuned on it: issue 18)."""
 
 
 def to_dict(cfg: Any) -> Any:

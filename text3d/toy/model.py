@@ -15,10 +15,11 @@ from pathlib import Path
 import torch
 
 from text3d.guidance.random_models import write_tiny_tokenizer
+from text3d.guidance.stable_diffusion import TOY_MODEL_DIR
 from text3d.toy.world import world_words
 
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "model"
-"""The committed, trained toy model (``text3d toy-model train`` rebuilds it)."""
+DEFAULT_MODEL_DIR = TOY_MODEL_DIR
+"""The committed, trained toy model (``text3d toy-model train`` rebuilds it; ``--model toy`` names it)."""
 
 TEXT_DIM = 64
 PART_NAMES = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
