@@ -110,3 +110,15 @@ def test_cli_without_network_ends_with_one_line_and_exit_code_2_within_30s(endpo
     assert "hf download some-org/some-model" in lines[0]
     assert took < 30, took
     assert not out.exists(), "no run folder for a run that never started"
+
+
+def test_the_short_name_toy_loads_the_shipped_model_wherever_the_command_runs(tmp_path, monkeypatch):
+    """``--model toy`` is the model in text3d/toy/model, even from a folder that has a ``toy`` folder of its own."""
+    from text3d.config import PRESETS
+    from text3d.guidance.stable_diffusion import TOY_MODEL_DIR, StableDiffusionGuidance
+
+    (tmp_path / "toy").mkdir()
+    monkeypatch.chdir(tmp_path)
+    g = StableDiffusionGuidance.from_pretrained("toy", device="cpu", local_files_only=True)
+    assert g.image_size == 32 and (TOY_MODEL_DIR / "unet").is_dir()
+    assert PRESETS["toy"]["model.model_id"] == "toy"
