@@ -16,27 +16,14 @@ from pathlib import Path
 
 import torch
 
+from text3d.config import PRESETS
+
 SEMANTIC_OVERRIDES = {
-    # small NeRF, as the suite's tiny runs
-    "coarse.nerf.encoding.n_levels": "8",
-    "coarse.nerf.encoding.log2_hashmap_size": "14",
-    "coarse.nerf.encoding.max_resolution": "128",
-    "coarse.nerf.hidden_dim": "32",
-    "coarse.renderer.n_samples": "32",
-    # the toy world's image size and white background
-    "coarse.resolution": "32",
-    "coarse.background.kind": "solid",
+    # the toy preset's model, field, background, learning rates and guidance (text3d.config.PRESETS["toy"]) ...
+    **{k: v for k, v in PRESETS["toy"].items() if not k.startswith(("export.", "trainer."))},
+    # ... shorter, to fit the suite's budget
     "coarse.steps": "80",
     "coarse.shading.albedo_only_steps": "30",
-    "coarse.cameras.batch_size": "2",
-    # a 4x8x8 latent gives SDS little pull on the geometry: a faster field, and no regularizer fighting it
-    "coarse.optim.lr": "0.04",
-    "coarse.optim.network_lr_scale": "0.2",
-    "coarse.sds.guidance_scale": "50",
-    "coarse.lambda_sparsity": "0",
-    "coarse.lambda_orient.start": "0",
-    "coarse.lambda_orient.end": "0",
-    "refine.steps": "0",
     "export.enabled": "false",
     "trainer.log_every": "50",
     "trainer.preview_every": "100000",
