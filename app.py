@@ -51,6 +51,14 @@ def main(argv: list[str] | None = None) -> int:
     except Text3DError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    import signal
+
+    def stop(
+        signum, frame
+    ):  # SIGTERM as Ctrl-C: close() cancels jobs (checkpointed) and removes the zip cache
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
     try:
         app.launch(host=args.host, port=args.port, share=args.share)
     except KeyboardInterrupt:

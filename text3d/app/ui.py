@@ -58,6 +58,30 @@ def _theme() -> gr.themes.Base:
     return gr.themes.Soft(primary_hue="indigo", font=_SYSTEM_FONTS, font_mono=_MONO_FONTS)
 
 
+CACHE_PREFIX = "text3d-app-"
+"""The app's zip cache is ``<tmp>/text3d-app-<pid>-<random>``: the pid says whose it is."""
+
+
+def remove_stale_caches(tmp: str | os.PathLike | None = None) -> list[Path]:
+    """Remove zip caches left in the temporary folder by app processes that are gone (a SIGKILL, a crash); a
+    running app's cache, and anything not named like one, is left alone. Returns what was removed."""
+    removed = []
+    for folder in Path(tmp or tempfile.gettempdir()).glob(f"{CACHE_PREFIX}*-*"):
+        pid = folder.name[len(CACHE_PREFIX) :].split("-", 1)[0]
+        if not pid.isdigit() or not folder.is_dir():
+            continue
+        try:
+            os.kill(int(pid), 0)  # signal 0: does the process exist?
+            continue
+        except ProcessLookupError:
+            pass
+        except PermissionError:  # it exists, under another user
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
+
+
 class WebApp:
     """The web app: a :class:`gr.Blocks` page plus the :class:`JobRunner` it feeds.
 
@@ -93,7 +117,8 @@ class WebApp:
         self.poll_s = poll_s
         self.out_dir = Path(base_config.out_dir).resolve()
         self.prompts_dir = Path(prompts_dir)
-        self.cache_dir = Path(tempfile.mkdtemp(prefix="text3d-app-"))
+        remove_stale_caches()
+        self.cache_dir = Path(tempfile.mkdtemp(prefix=f"{CACHE_PREFIX}{os.getpid()}-"))
         """Zips of OBJ sets live here, not in the run folders, which belong to the pipeline and exporter."""
         from text3d.pipeline import load_guidance
 
