@@ -22,6 +22,7 @@ from text3d.fields.encoding import HashGridConfig
 from text3d.fields.nerf import BackgroundConfig, NeRFFieldConfig
 from text3d.fields.occupancy import OccupancyGridConfig
 from text3d.objectives.photometric import PhotometricConfig, PhotometricObjective
+from text3d.recipes.text_to_3d import check_kind
 from text3d.render.shading import UnlitShader
 from text3d.render.volume import VolumeRendererConfig
 from text3d.representations.base import Ramp
@@ -124,23 +125,18 @@ class FitConfig:
     """Held-out views drawn as ground truth | render | error in ``eval/``."""
 
 
-def check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(f"{key} must be one of {', '.join(choices)}; got {value!r}")
-
-
 def check_fit_config(cfg: FitConfig) -> None:
     """One-line :class:`ConfigError` for an unknown kind or choice, before anything is loaded."""
     for name, stage, representations in (
         ("coarse", cfg.coarse, COARSE_REPRESENTATIONS),
         ("refine", cfg.refine, REFINE_REPRESENTATIONS),
     ):
-        check_choice(f"{name}.representation", stage.representation, representations)
-        check_choice(f"{name}.views", stage.views, VIEW_KINDS)
-        check_choice(f"{name}.shader", stage.shader, SHADER_KINDS)
-        check_choice(f"{name}.objective", stage.objective, OBJECTIVE_KINDS)
-    check_choice("placement", cfg.placement, PLACEMENTS)
-    check_choice("background", cfg.background, BACKGROUNDS)
+        check_kind(f"{name}.representation", stage.representation, representations)
+        check_kind(f"{name}.views", stage.views, VIEW_KINDS)
+        check_kind(f"{name}.shader", stage.shader, SHADER_KINDS)
+        check_kind(f"{name}.objective", stage.objective, OBJECTIVE_KINDS)
+    check_kind("placement", cfg.placement, PLACEMENTS)
+    check_kind("background", cfg.background, BACKGROUNDS)
     if cfg.coarse.steps <= 0:
         raise ConfigError("coarse.steps must be > 0: the fit starts with the NeRF (the mesh starts from it)")
 
