@@ -10,6 +10,7 @@ A fit run folder is laid out like a text-to-3D one (``config.yaml`` with the res
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -139,8 +140,6 @@ def evaluate(
 
 def _fitted_poses(stage: Stage, photos: PhotoSet) -> PhotoSet:
     """The photo set with its training poses replaced by the fitted ones (corrected, when refined)."""
-    import dataclasses
-
     c2w = photos.c2w.clone()
     train = photos.indices("train")
     c2w[train] = stage.views.corrected_c2w().detach().to(c2w)

@@ -22,11 +22,11 @@ from text3d.fields.encoding import HashGridConfig
 from text3d.fields.nerf import BackgroundConfig, NeRFFieldConfig
 from text3d.fields.occupancy import OccupancyGridConfig
 from text3d.objectives.photometric import PhotometricConfig, PhotometricObjective
-from text3d.recipes.text_to_3d import check_kind
+from text3d.recipes.text_to_3d import check_kind, dmtet_config
 from text3d.render.shading import UnlitShader
 from text3d.render.volume import VolumeRendererConfig
 from text3d.representations.base import Ramp
-from text3d.representations.dmtet import DMTetRepresentation, DMTetRepresentationConfig
+from text3d.representations.dmtet import DMTetRepresentation
 from text3d.representations.nerf import NeRFConfig, NeRFRepresentation
 from text3d.training.stage import OptimConfig, Stage
 from text3d.training.trainer import TrainerConfig
@@ -184,27 +184,11 @@ def build_stages(cfg: FitConfig, photos: PhotoSet) -> list[Stage]:
         )
     ]
     if r.steps > 0:
-        dmtet = DMTetRepresentationConfig(
-            dmtet=r.dmtet,
-            colour_field=nerf.field,
-            background=background,
-            raster_backend=r.raster_backend,
-            raster_fallback=r.raster_fallback,
-            sdf_lr=r.sdf_lr,
-            deform_lr=r.deform_lr,
-            lr=r.optim.lr,
-            network_lr_scale=r.optim.network_lr_scale,
-            init_threshold=r.init_threshold,
-            init_views=r.init_views,
-            init_resolution=r.init_resolution,
-            lambda_normal_consistency=r.lambda_normal_consistency,
-            lambda_laplacian=r.lambda_laplacian,
-        )
         stages.append(
             Stage(
                 "refine",
                 r.steps,
-                DMTetRepresentation(dmtet),
+                DMTetRepresentation(dmtet_config(r, nerf.field, background)),
                 PhotoViews(photos, views, mode="images"),
                 UnlitShader(),
                 PhotometricObjective(r.photometric),

@@ -146,11 +146,15 @@ def coarse_representation(cfg: CoarseStageConfig) -> NeRFRepresentation | SDFRep
     return NeRFRepresentation(nerf_config(cfg))
 
 
-def dmtet_config(cfg: RefineStageConfig, coarse: CoarseStageConfig) -> DMTetRepresentationConfig:
+def dmtet_config(
+    cfg, colour_field: NeRFFieldConfig, background: BackgroundConfig
+) -> DMTetRepresentationConfig:
+    """The DMTet representation's settings from a refine-stage section (text-to-3D's or fit's: both carry the
+    same fields) and the NeRF it starts from (its colour field and background)."""
     return DMTetRepresentationConfig(
         dmtet=cfg.dmtet,
-        colour_field=coarse.nerf,
-        background=coarse.background,
+        colour_field=colour_field,
+        background=background,
         raster_backend=cfg.raster_backend,
         raster_fallback=cfg.raster_fallback,
         sdf_lr=cfg.sdf_lr,
@@ -203,7 +207,7 @@ def build_stages(
             Stage(
                 "refine",
                 refine.steps,
-                DMTetRepresentation(dmtet_config(refine, coarse)),
+                DMTetRepresentation(dmtet_config(refine, coarse.nerf, coarse.background)),
                 OrbitViews(refine.cameras, refine.resolution),
                 DiffuseShader(refine.shading),
                 objective(refine),
