@@ -42,8 +42,9 @@ class PhotometricObjective(Objective):
         if views.target is None:
             raise ValueError("the photometric objective needs a view source with target pixels (photos)")
         pred, target = out.rgb, views.target.to(out.rgb.dtype)
+        mse = F.mse_loss(pred, target)
         if self.cfg.loss == "l2":
-            err = F.mse_loss(pred, target)
+            err = mse
         elif self.cfg.loss == "l1":
             err = F.l1_loss(pred, target)
         else:
@@ -52,5 +53,5 @@ class PhotometricObjective(Objective):
         if views.mask is not None and self.cfg.lambda_mask > 0:
             terms["mask"] = self.cfg.lambda_mask * F.mse_loss(out.opacity, views.mask.to(out.opacity.dtype))
         with torch.no_grad():
-            psnr = -10.0 * torch.log10(F.mse_loss(pred, target).clamp_min(1e-10))
+            psnr = -10.0 * torch.log10(mse.detach().clamp_min(1e-10))
         return ObjectiveOutput(terms=terms, logs={"psnr": psnr})
