@@ -18,3 +18,13 @@ def upload(t: Tensor, device: torch.device | str) -> Tensor:
     if device.type == "cuda" and t.device.type == "cpu":
         return t.pin_memory().to(device, non_blocking=True)
     return t.to(device)
+
+
+def query_chunk(device: torch.device | str) -> int:
+    """Points per batched field query when nothing needs gradients (export bake, isosurface, threshold search).
+
+    On CPU a hash-grid query builds ``[N, 16 levels, 8 corners]`` index and weight tensors; at 2^14 points they stay
+    in cache, and 700k albedo queries ran 2.4x faster than at 2^18 on the 2-core CPU (4.5 s vs 10.8 s, one thread).
+    GPUs want large launches instead.
+    """
+    return 1 << 14 if torch.device(device).type == "cpu" else 1 << 20

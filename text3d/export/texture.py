@@ -22,6 +22,7 @@ import torch
 from jaxtyping import Bool, Float, Int, UInt8
 from torch import Tensor
 
+from text3d.devices import query_chunk
 from text3d.errors import ExportError
 from text3d.export.mesh import face_areas
 
@@ -163,7 +164,7 @@ def bake_texture(
     size: int = 1024,
     device: torch.device | str = "cpu",
     dilate_texels: int = 2,
-    chunk: int = 1 << 18,
+    chunk: int | None = None,
 ) -> BakedTexture:
     """Bake ``albedo_fn`` into a ``size`` square texture over ``uvmesh``'s UVs.
 
@@ -172,13 +173,14 @@ def bake_texture(
         dilate_texels: texels outside the charts that are baked from the nearest triangle extended past its edge
             (bilinear filtering and the first mip levels read them). Everything further out is filled with the
             nearest baked colour.
-        chunk: points per ``albedo_fn`` call (bounds memory).
+        chunk: points per ``albedo_fn`` call (bounds memory); default ``devices.query_chunk(device)``.
     """
     from scipy import ndimage
 
     from text3d.render.raster import interpolate, rasterize
 
     dev = torch.device(device)
+    chunk = chunk or query_chunk(dev)
     pos = torch.as_tensor(uvmesh.positions, dtype=torch.float32, device=dev)
     tri = torch.as_tensor(uvmesh.faces, dtype=torch.long, device=dev)
     uv = torch.as_tensor(uvmesh.uvs, dtype=torch.float32, device=dev)

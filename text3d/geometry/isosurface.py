@@ -22,6 +22,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from text3d.cameras import Cameras
+from text3d.devices import query_chunk
 from text3d.errors import ExportError
 from text3d.geometry.asset import DensityFn
 from text3d.geometry.rays import composite, sample_rays
@@ -54,7 +55,7 @@ def ray_densities(
     cameras: Cameras,
     resolution: int,
     n_samples: int,
-    chunk: int = 1 << 18,
+    chunk: int | None = None,
 ) -> tuple[Float[Tensor, "R"], Float[Tensor, "R"]]:
     """Rendered opacity and peak sampled density of every pixel ray (``R = B * res * res``).
 
@@ -65,7 +66,7 @@ def ray_densities(
     o, d = origins.reshape(-1, 3), dirs.reshape(-1, 3)
     t_all, bins, hit = sample_rays(o, d, bound, n_samples)
     opacity, peak = [], []
-    rays_per_chunk = max(1, chunk // n_samples)
+    rays_per_chunk = max(1, (chunk or query_chunk(o.device)) // n_samples)
     for s in range(0, o.shape[0], rays_per_chunk):
         sl = slice(s, s + rays_per_chunk)
         t = t_all[sl]
@@ -129,7 +130,7 @@ def extract_isosurface(
     grid_resolution: int,
     threshold: float,
     device: torch.device | str = "cpu",
-    chunk: int = 1 << 18,
+    chunk: int | None = None,
 ) -> tuple[Float[np.ndarray, "V 3"], Int[np.ndarray, "F 3"]]:
     """The surface ``density == threshold`` by marching tetrahedra on the shared DMTet grid.
 
@@ -142,7 +143,7 @@ def extract_isosurface(
     """
     grid, tets = load_tet_grid(grid_resolution)
     pos = grid.to(device) * bound
-    dens = torch.cat([density_fn(c).float() for c in pos.split(chunk)])
+    dens = torch.cat([density_fn(c).float() for c in pos.split(chunk or query_chunk(pos.device))])
     mesh = marching_tets(pos, dens - threshold, tets.to(device))
     return mesh.verts.float().cpu().numpy(), mesh.faces.long().cpu().numpy()
 
