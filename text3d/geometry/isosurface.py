@@ -31,7 +31,6 @@ from text3d.geometry.tets import load_tet_grid, marching_tets
 log = logging.getLogger(__name__)
 
 
-
 # ------------------------------------------------------------------------------------------------ the threshold
 @dataclass
 class ThresholdEstimate:
