@@ -482,6 +482,43 @@ def test_browser_cancel_stops_a_long_job_within_5s_and_the_next_job_runs(page, w
 
 
 @pytest.mark.browser
+def test_browser_reload_finds_the_running_job_and_cancels_it_within_5s(page, web, browser):
+    """Hardening (b): after a reload the page shows its browser's running job and can cancel it; another browser
+    (its own localStorage) sees nothing of it and cannot cancel it."""
+    before = len(web.runner.jobs())
+    _start(page, "a job that survives a reload", steps=LONG)
+    step_shown = f"() => /step [1-9]\\d* \\/ {LONG}/.test(document.querySelector('#status').innerText)"
+    page.wait_for_function(step_shown)
+
+    other = browser.new_context(viewport={"width": 1400, "height": 1000})
+    try:
+        stranger = other.new_page()
+        stranger.goto(web.url)
+        stranger.locator("#prompt textarea").wait_for()
+        stranger.wait_for_timeout(2000)
+        assert "a job that survives a reload" not in stranger.locator("#status").inner_text()
+        stranger.locator("#cancel").click()
+        stranger.get_by_text("No job of yours").first.wait_for(state="visible", timeout=10_000)
+    finally:
+        other.close()
+    (job,) = _new_jobs(web, before)
+    assert not job.done, "another browser's Cancel reached the job"
+
+    page.reload()
+    page.locator("#prompt textarea").wait_for()
+    page.wait_for_function(step_shown)  # the same job's live progress, not "Ready."
+    assert page.locator("#prompt textarea").input_value() == "a job that survives a reload"
+    t0 = time.monotonic()
+    page.locator("#cancel").click()
+    page.wait_for_function("() => document.querySelector('#status').innerText.includes('Cancelled')")
+    latency = time.monotonic() - t0
+    assert latency < 5, f"cancel after a reload took {latency:.1f} s"
+    (job,) = _new_jobs(web, before)
+    assert job.status is JobStatus.CANCELLED
+    print(f"cancel latency after a reload: {latency:.2f} s")
+
+
+@pytest.mark.browser
 def test_browser_empty_prompt_shows_an_error_and_starts_no_job(page, web):
     """(d) an empty prompt: a visible error, no job, no run folder."""
     before = len(web.runner.jobs())

@@ -201,6 +201,14 @@ class JobRunner:
             ids = [j.id for j in self._jobs.values() if j.owner == owner and not j.snap.done]
         return [job_id for job_id in ids if self.cancel(job_id)]
 
+    def unfinished_job(self, owner: str) -> JobSnapshot | None:
+        """The owner's running or queued job (at most one: :meth:`submit` refuses a second), or ``None``."""
+        with self._cond:
+            for job in self._jobs.values():
+                if job.owner == owner and not job.snap.done:
+                    return job.snap
+        return None
+
     def snapshot(self, job_id: str) -> JobSnapshot:
         with self._cond:
             return self._jobs[job_id].snap

@@ -21,7 +21,10 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is i
 
 import shutil
 import tempfile
+import threading
 import time
+import uuid
+from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,6 +40,9 @@ from text3d.export.exporter import ExportConfig
 from text3d.guidance.stable_diffusion import WEIGHTINGS
 from text3d.recipes.text_to_3d import RefineStageConfig
 from text3d.validation import MAX_TEXTURE, MIN_RESOLUTION, MIN_TEXTURE, check_settings
+
+MAX_SESSIONS = 10_000
+"""Page sessions remembered for :meth:`WebApp._owner` (the oldest are forgotten first)."""
 
 PREVIEW_EVERY_S = 3.0
 """Wall-clock preview cadence the app asks of the trainer (unless the base config sets its own)."""
@@ -127,6 +133,10 @@ class WebApp:
         )
         if preload:
             self.runner.preload()
+        self._browsers: OrderedDict[str, str] = OrderedDict()
+        """Gradio session -> browser id (kept in the browser's localStorage), so that a reloaded page, which
+        gets a new session, still owns the job it started."""
+        self._browsers_lock = threading.Lock()
         self.blocks = self._build()
         self.url: str | None = None
 
@@ -193,6 +203,48 @@ class WebApp:
         views = scan_runs(self.out_dir)
         return [(str(v.preview), v.caption) for v in views], [str(v.run_dir) for v in views]
 
+    def _owner(self, request: gr.Request | None) -> str:
+        """Whose job this is: the browser's id when the page registered one (it survives reloads), else the
+        Gradio session (API clients), so Cancel and a reloaded page reach only the caller's own jobs."""
+        session = getattr(request, "session_hash", None) or "anonymous"
+        with self._browsers_lock:
+            return self._browsers.get(session, session)
+
+    def _attach_fn(self):
+        app = self
+
+        def attach(browser_id: str | None, request: gr.Request) -> str:
+            """Tie this page's session to the browser's id (a new random one on the first visit); returns the id
+            for the browser to keep."""
+            if not (isinstance(browser_id, str) and len(browser_id) == 32 and browser_id.isalnum()):
+                browser_id = uuid.uuid4().hex
+            session = getattr(request, "session_hash", None)
+            if session:
+                with app._browsers_lock:
+                    app._browsers[session] = browser_id
+                    app._browsers.move_to_end(session)
+                    while len(app._browsers) > MAX_SESSIONS:
+                        app._browsers.popitem(last=False)
+            return browser_id
+
+        return attach
+
+    def _reattach_fn(self):
+        app = self
+
+        def reattach(request: gr.Request) -> Iterator[tuple]:
+            """After a page (re)load: follow this browser's running or queued job, if it has one."""
+            snap = app.runner.unfinished_job(app._owner(request))
+            if snap is None:
+                yield (gr.skip(),) * 8
+                return
+            prompt = snap.prompt  # back in the prompt box, so the page says what is running
+            for update in app._follow(snap):
+                yield prompt, *update
+                prompt = gr.skip()
+
+        return reattach
+
     # ------------------------------------------------------------------ event handlers (named for the API)
     def _generate_fn(self):
         app = self
@@ -231,7 +283,7 @@ class WebApp:
             )
             try:
                 cfg = config_from_form(app.base, values)
-                snap = app.runner.submit(cfg, owner=_owner(request))
+                snap = app.runner.submit(cfg, owner=app._owner(request))
             except Text3DError as err:
                 raise gr.Error(toast(err), title="Nothing was started") from None
             for note in check_settings(
@@ -274,10 +326,9 @@ class WebApp:
 
         def cancel(request: gr.Request) -> str:
             """Cancel the caller's running or queued jobs; a running one stops at its next step."""
-            ids = app.runner.cancel_owned_by(_owner(request))
-            if not ids:
-                gr.Info("No job of yours is running or waiting.")
-                return gr.skip()
+            ids = app.runner.cancel_owned_by(app._owner(request))
+            if not ids:  # in the status line: a toast needs the queue, which Cancel skips to be instant
+                return "No job of yours is running or waiting."
             return f"**Cancelling…** · {len(ids)} job{'s' if len(ids) > 1 else ''}; a checkpoint is being written."
 
         return cancel
@@ -492,6 +543,7 @@ class WebApp:
                 )
                 refresh_btn = gr.Button("Refresh", size="sm")
             run_dirs = gr.State([])
+            browser_id = gr.BrowserState("", storage_key="text3d-browser")
 
             knob_names = [
                 "steps",
@@ -554,17 +606,23 @@ class WebApp:
             list_runs = self._list_runs_fn()
             refresh_btn.click(list_runs, None, [gallery, run_dirs], api_name="list_runs")
             blocks.load(list_runs, None, [gallery, run_dirs], api_visibility="private")
+            # A reloaded page finds its browser's job again (status, previews, result) and can cancel it.
+            blocks.load(
+                self._attach_fn(), browser_id, browser_id, queue=False, api_visibility="private"
+            ).then(
+                self._reattach_fn(),
+                None,
+                [prompt, status, preview_img, video, model_file, downloads, gallery, run_dirs],
+                api_visibility="private",
+                concurrency_limit=None,
+                show_progress="hidden",
+            ).success(_show_model, model_file, model_3d, api_visibility="private", show_progress="hidden")
         return blocks
 
 
 def _show_model(glb: str | None) -> str | None:
     """Put the finished run's GLB in the 3D viewer (a one-shot event; see the module docstring for why)."""
     return glb
-
-
-def _owner(request: gr.Request | None) -> str:
-    """The browser session (or API client) a job belongs to, so Cancel only reaches the caller's own jobs."""
-    return getattr(request, "session_hash", None) or "anonymous"
 
 
 def build_app(
