@@ -17,6 +17,18 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
+# Blender lives in its own environment (.ci/run makes .venv-blender; bpy pins numpy 1.26, which text3d's
+# environment must not get): scene renders and import checks run it as a subprocess.
+_BLENDER_VENV = Path(__file__).resolve().parents[1] / ".venv-blender" / "bin" / "python"
+if _BLENDER_VENV.is_file():
+    os.environ.setdefault("TEXT3D_BLENDER_PYTHON", str(_BLENDER_VENV))
+
+from text3d.scenes.render import BLENDER_SETUP, blender_python  # noqa: E402
+
+BLENDER = blender_python()
+"""The Python with ``bpy`` (``None``: not installed; tests that need Blender skip and say how to install it)."""
+needs_blender = pytest.mark.skipif(BLENDER is None, reason=f"Blender (bpy) is not installed: {BLENDER_SETUP}")
+
 # Small but real: every field below is an ordinary config value a user could set.
 TINY_OVERRIDES = {
     "coarse.nerf.encoding.n_levels": "8",

@@ -8,13 +8,13 @@ The independent fact: Cycles' alpha is the true mesh's silhouette from Blender's
 
 from __future__ import annotations
 
-import importlib.util
 import time
 
 import numpy as np
 import pytest
 import torch
 import trimesh
+from conftest import needs_blender
 
 from text3d.data import Z_UP_TO_Y_UP, load_photo_set
 from text3d.render.raster import rasterize
@@ -31,9 +31,7 @@ from text3d.scenes import (
     render_dataset,
 )
 
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("bpy") is None, reason="bpy not installed (pip install -e '.[test]' installs it)"
-)
+pytestmark = needs_blender
 
 SUZANNE = SceneSpec(
     mesh=MeshSpec(source="suzanne", size=1.6),

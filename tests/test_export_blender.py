@@ -6,22 +6,18 @@ end up facing Blender's front view, -Y. Runs Blender in a subprocess so its impo
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
-import sys
 import textwrap
 
 import numpy as np
-import pytest
 import torch
 import trimesh
+from conftest import BLENDER, needs_blender
 
 from text3d.export.exporter import ExportConfig, export_mesh
 
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("bpy") is None, reason="bpy not installed (pip install -e '.[test]' installs it)"
-)
+pytestmark = needs_blender
 
 BLENDER_SCRIPT = textwrap.dedent(
     """
@@ -73,7 +69,7 @@ def test_glb_and_obj_open_in_blender_textured_and_facing_front(tmp_path):
     glb, obj = tmp_path / "nose.glb", tmp_path / "nose.obj"
     assert glb in result.files and obj in result.files
     proc = subprocess.run(
-        [sys.executable, "-c", BLENDER_SCRIPT, str(glb), str(obj)],
+        [BLENDER, "-c", BLENDER_SCRIPT, str(glb), str(obj)],
         capture_output=True,
         text=True,
         timeout=300,

@@ -8,22 +8,18 @@ on 2 idle cores the first time).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import numpy as np
 import pytest
 import torch
 import trimesh
+from conftest import needs_blender
 from scipy.spatial import cKDTree
 from test_export_validator import validate
 
 from text3d.cli import main
 from text3d.data import Z_UP_TO_Y_UP
-
-needs_bpy = pytest.mark.skipif(
-    importlib.util.find_spec("bpy") is None, reason="bpy not installed (pip install -e '.[test]' installs it)"
-)
 
 FAST = [
     "--set=coarse.nerf.encoding.n_levels=8",
@@ -71,7 +67,7 @@ def chamfer(a: np.ndarray, b: np.ndarray) -> float:
     return 0.5 * (cKDTree(b).query(a)[0].mean() + cKDTree(a).query(b)[0].mean())
 
 
-@needs_bpy
+@needs_blender
 @pytest.mark.slow
 def test_fit_reaches_26_db_on_held_out_views_and_exports_in_the_input_frame(suzanne, tmp_path, capsys):
     out = tmp_path / "out"
@@ -150,7 +146,7 @@ class Killed(Exception):
     """Stands in for a SIGKILL: nothing is checkpointed on the way out."""
 
 
-@needs_bpy
+@needs_blender
 def test_a_killed_fit_resumes_bit_exactly_with_pose_corrections(suzanne, tmp_path):
     """NeRF then DMTet with pose refinement on: killed mid-NeRF and mid-mesh, resumed twice, it ends with the
     same tensors (fields, pose corrections, Adam state) as an uninterrupted fit."""

@@ -7,6 +7,7 @@ is ``text3d render-dataset``. Load the result with :func:`text3d.data.load_photo
 from text3d.scenes.render import (
     RenderedDataset,
     SceneRenderError,
+    blender_python,
     default_cache_dir,
     main,
     render_dataset,
@@ -35,6 +36,7 @@ __all__ = [
     "SceneSpec",
     "TextureSpec",
     "WorldSpec",
+    "blender_python",
     "default_cache_dir",
     "main",
     "render_dataset",

@@ -56,8 +56,30 @@ PYTHON_ENV = "TEXT3D_BLENDER_PYTHON"
 FORMAT_VERSION = 1
 
 
+BLENDER_SETUP = (
+    "python3.11 -m venv .venv-blender && .venv-blender/bin/pip install bpy==5.0.1, "
+    f"then export {PYTHON_ENV}=$PWD/.venv-blender/bin/python"
+)
+"""How to give Blender its own environment: ``bpy`` pins its own numpy, so it does not share text3d's."""
+
+
 class SceneRenderError(Text3DError):
     """A synthetic scene could not be rendered (bad description, missing file, Blender failed)."""
+
+
+def blender_python() -> str | None:
+    """The Python interpreter that has Blender's ``bpy`` module: ``$TEXT3D_BLENDER_PYTHON``, else this interpreter
+    if ``bpy`` imports here, else ``None``.
+
+    Blender runs only in subprocesses (scene renders, import checks), so it can live in its own virtual environment
+    and text3d's environment keeps the numpy a plain install gets (``bpy==5.0.1`` pins numpy 1.26).
+    """
+    exe = os.environ.get(PYTHON_ENV)
+    if exe:
+        return exe
+    import importlib.util
+
+    return sys.executable if importlib.util.find_spec("bpy") is not None else None
 
 
 @dataclass(frozen=True)
@@ -203,7 +225,7 @@ def render_dataset(
     Args:
         spec: the scene; see :class:`SceneSpec`.
         cache_dir: where renders are kept (default :func:`default_cache_dir`).
-        python: a Python with ``bpy`` (default ``$TEXT3D_BLENDER_PYTHON`` or the current interpreter).
+        python: a Python with ``bpy`` (default :func:`blender_python`).
         timeout_s: give up on Blender after this long.
         force: render again even when cached (the new render replaces the old one).
 
@@ -226,7 +248,11 @@ def render_dataset(
         job = _job(spec, tmp)
         write_json(tmp / "scene.json", spec.to_dict())
         job_path = write_json(tmp / "job.json", job)
-        exe = python or os.environ.get(PYTHON_ENV) or sys.executable
+        exe = python or blender_python()
+        if exe is None:
+            raise SceneRenderError(
+                f"Blender (bpy) is not installed; give it its own environment: {BLENDER_SETUP}"
+            )
         env = dict(os.environ)
         env.setdefault("OMP_NUM_THREADS", "1")
         try:
@@ -295,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strength", type=float, default=1.0, help="world light strength")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--opaque", action="store_true", help="render the world behind the object (no alpha)")
-    p.add_argument("--python", help="a Python with bpy (default: $TEXT3D_BLENDER_PYTHON or this one)")
+    p.add_argument("--python", help=f"a Python with bpy (default: ${PYTHON_ENV}, or this one if it has bpy)")
     p.add_argument("--cache-dir", help=f"render cache (default ${CACHE_ENV} or ~/.cache/text3d/scenes)")
     p.add_argument("--force", action="store_true", help="render again even if cached")
     return p
