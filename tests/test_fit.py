@@ -9,6 +9,7 @@ on 2 idle cores the first time).
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -127,6 +128,77 @@ def test_fit_reaches_26_db_on_held_out_views_and_exports_in_the_input_frame(suza
 def test_bad_photo_sets_are_one_line_errors_with_no_run_folder(tmp_path, capsys, make, message):
     data = tmp_path / "data"
     data.mkdir()
+    make(data)
+    out = tmp_path / "out"
+    assert main(["fit", str(data), "--out", str(out), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("error: ") and message in err, err
+    assert not out.exists()
+
+
+def _nan_matrix(root: Path) -> None:
+    from test_data_loaders import _frames, _single, ring
+
+    bad = ring(4)[1].tolist()
+    bad[0][3] = float("nan")
+    _single(root, _frames(f1__transform_matrix=bad))
+
+
+def _singular_matrix(root: Path) -> None:
+    from test_data_loaders import _frames, _single
+
+    flat = np.eye(4)
+    flat[2, 2] = 0.0
+    _single(root, _frames(f3__transform_matrix=flat.tolist()))
+
+
+def _missing_field(root: Path) -> None:
+    from test_data_loaders import _frames, _single
+
+    frames = _frames()
+    del frames[2]["transform_matrix"]
+    _single(root, frames)
+
+
+def _missing_image(root: Path) -> None:
+    from test_data_loaders import _frames, _single
+
+    (_single(root, _frames()) / "images" / "2.png").unlink()
+
+
+def _unreadable_image(root: Path) -> None:
+    from test_data_loaders import _frames, _single
+
+    (_single(root, _frames()) / "images" / "1.png").write_bytes(b"not a png at all")
+
+
+def _mixed_sizes(root: Path) -> None:
+    from test_data_loaders import _frames, _single, write_png
+
+    write_png(_single(root, _frames()) / "images" / "3.png", 16, 16)
+
+
+def _too_few(root: Path) -> None:
+    from test_data_loaders import _frames, _single
+
+    _single(root, _frames(2), n_images=2)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (_nan_matrix, "frame 1 (images/1): transform_matrix has NaN or infinite values"),
+        (_singular_matrix, "not invertible"),
+        (_missing_field, "no 'transform_matrix'"),
+        (_missing_image, "frame 2 (images/2): image not found"),
+        (_unreadable_image, "cannot read image"),
+        (_mixed_sizes, "mixed sizes (8x8 for images/0.png, 16x16 for images/3.png)"),
+        (_too_few, "at least 3"),
+    ],
+)
+def test_every_bad_photo_set_is_one_line_and_exit_2_through_the_cli(tmp_path, capsys, make, message):
+    """Issue 13 (f) at the command line: the loaders' errors reach the user as one line, before any run folder."""
+    data = tmp_path / "data"
     make(data)
     out = tmp_path / "out"
     assert main(["fit", str(data), "--out", str(out), "--device", "cpu"]) == 2
