@@ -18,7 +18,7 @@ import pytest
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from conftest import TINY_OVERRIDES  # noqa: E402
+from conftest import TINY_OVERRIDES, needs_blender  # noqa: E402
 
 from text3d.app.form import FormValues, config_from_form, form_defaults, knob_paths  # noqa: E402
 from text3d.app.jobs import BusyError, JobRunner, JobStatus  # noqa: E402
@@ -49,6 +49,28 @@ LONG = 100_000
 def _tiny_config(model_dir: Path, out_dir: Path, prompt: str = "") -> GenerateConfig:
     cfg = apply_overrides(GenerateConfig(prompt=prompt), TINY_OVERRIDES)
     return apply_overrides(cfg, {"model.model_id": str(model_dir), "out_dir": str(out_dir)})
+
+
+def _tiny_fit_config():
+    """``text3d fit`` at test size (small hash grid, short stages), as the "From photos" tab's base."""
+    from text3d.recipes.fit import FitConfig
+
+    return apply_overrides(
+        FitConfig(device="cpu"),
+        {
+            "coarse.nerf.encoding.n_levels": "8",
+            "coarse.nerf.encoding.log2_hashmap_size": "14",
+            "coarse.nerf.encoding.max_resolution": "128",
+            "coarse.nerf.hidden_dim": "32",
+            "coarse.renderer.n_samples": "48",
+            "trainer.progress_bar": "false",
+            "trainer.preview_every": "20",
+            "trainer.video_frames": "4",
+            "export.grid_resolution": "64",
+            "export.texture_size": "128",
+            "eval_images": "1",
+        },
+    )
 
 
 def _free_port() -> int:
@@ -286,7 +308,12 @@ def web(tiny_model_dir, tmp_path_factory):
     from text3d.app import build_app
 
     out = tmp_path_factory.mktemp("app") / "outputs"
-    app = build_app(_tiny_config(tiny_model_dir, out), prompts_dir=REPO / "prompts", poll_s=0.25)
+    app = build_app(
+        _tiny_config(tiny_model_dir, out),
+        prompts_dir=REPO / "prompts",
+        poll_s=0.25,
+        fit_config=_tiny_fit_config(),
+    )
     app.launch(host="127.0.0.1", port=_free_port(), prevent_thread_lock=True, quiet=True)
     yield app
     app.close()
@@ -516,6 +543,43 @@ def test_browser_reload_finds_the_running_job_and_cancels_it_within_5s(page, web
     (job,) = _new_jobs(web, before)
     assert job.status is JobStatus.CANCELLED
     print(f"cancel latency after a reload: {latency:.2f} s")
+
+
+@pytest.mark.browser
+@needs_blender
+def test_browser_photos_tab_uploads_a_posed_set_and_shows_progress_then_the_viewer(
+    page, web, suzanne, tmp_path
+):
+    """Issue 13 (g): a zip of a Cycles-rendered set with its transforms files, uploaded on "From photos", is fitted
+    with live progress, then shown in the 3D viewer with its GLB to download."""
+    archive = tmp_path / "suzanne.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for f in sorted(suzanne.path.rglob("*")):
+            if f.is_file() and (
+                f.suffix == ".png" and f.parent.name in ("train", "test") or f.name.startswith("transforms")
+            ):
+                zf.write(f, f.relative_to(suzanne.path).as_posix())
+    before = len(web.runner.jobs())
+    page.locator("#photos-tab-button").click()
+    page.locator("#photo-files input[type=file]").set_input_files(str(archive))
+    page.locator("#photo-files").get_by_text("suzanne.zip").first.wait_for()
+    page.locator("#fit-steps input").fill("60")
+    page.locator("#fit-refine-steps input").fill("4")
+    page.locator("#fit-refine-steps input").press("Tab")
+    page.locator("#fit").click()
+    page.wait_for_function(
+        "() => /Running · stage coarse[^·]* · step \\d+ \\/ 60/.test(document.querySelector('#status').innerText)"
+    )
+    page.wait_for_function(
+        "() => document.querySelector('#status').innerText.includes('Done')", timeout=240_000
+    )
+    page.locator("#model3d canvas").wait_for(state="visible", timeout=30_000)
+    page.locator("#downloads").get_by_text(".glb").first.wait_for()
+    (job,) = _new_jobs(web, before)
+    assert job.status is JobStatus.COMPLETED, job.error
+    record = json.loads((job.run_dir / "run.json").read_text())
+    assert record["kind"] == "fit" and record["data"]["images"] == {"train": 40, "val": 0, "test": 8}
+    assert (job.run_dir / "metrics.json").is_file()
 
 
 @pytest.mark.browser

@@ -40,29 +40,6 @@ FAST = [
 ]
 
 
-@pytest.fixture(scope="module")
-def suzanne():
-    from text3d.scenes import (
-        CameraRigSpec,
-        MaterialSpec,
-        MeshSpec,
-        RenderSpec,
-        SceneSpec,
-        TextureSpec,
-        WorldSpec,
-        render_dataset,
-    )
-
-    spec = SceneSpec(
-        mesh=MeshSpec(source="suzanne", size=1.6, subdivision=1, smooth=True),
-        material=MaterialSpec(texture=TextureSpec(kind="checker", squares=6)),
-        world=WorldSpec(kind="sky"),
-        cameras=CameraRigSpec(n_train=40, n_test=8, distance=3.0, fov_deg=40.0),
-        render=RenderSpec(width=64, height=64, samples=16),
-    )
-    return render_dataset(spec)
-
-
 def chamfer(a: np.ndarray, b: np.ndarray) -> float:
     """Symmetric mean nearest-neighbour distance between two point sets."""
     return 0.5 * (cKDTree(b).query(a)[0].mean() + cKDTree(a).query(b)[0].mean())

@@ -196,16 +196,11 @@ FIT_ALIASES: dict[str, tuple[str, ...]] = {
 }
 """``text3d fit`` flags, mapped to the FitConfig fields they set."""
 
-FIT_PRESETS: dict[str, dict[str, str]] = {
-    "quality": {},
-    "fast": {"coarse.steps": "1000", "refine.steps": "150"},
-}
-
 
 def fit_config_from_args(args: argparse.Namespace):
     """Defaults <- preset <- --config file <- --set <- explicit flags (as for generate)."""
     from text3d.config import apply_overrides, load_config
-    from text3d.recipes.fit import FitConfig
+    from text3d.recipes.fit import FIT_PRESETS, FitConfig
 
     cfg = load_config(args.config, FitConfig) if args.config else FitConfig()
     if args.preset:

@@ -85,6 +85,10 @@ class JobSnapshot:
         return self.status.done
 
 
+JobWork = Callable[[object, Callable[[Progress], None], Path], RunResult]
+"""A job that needs no diffusion model, e.g. a photo fit: ``work(cfg, callback, run_dir) -> RunResult``."""
+
+
 @dataclass
 class _Job:
     id: str
@@ -92,6 +96,8 @@ class _Job:
     owner: str
     snap: JobSnapshot
     cancel: threading.Event = field(default_factory=threading.Event)
+    work: JobWork | None = None
+    """``None``: :func:`generate` on the loaded model."""
 
 
 GuidanceLoader = Callable[[], object]
@@ -143,8 +149,13 @@ class JobRunner:
         self._thread.start()
 
     # ------------------------------------------------------------------ public API (any thread)
-    def submit(self, cfg: GenerateConfig, owner: str = "") -> JobSnapshot:
+    def submit(
+        self, cfg: GenerateConfig, owner: str = "", work: JobWork | None = None, title: str = ""
+    ) -> JobSnapshot:
         """Queue a run of ``cfg``; returns its first snapshot (status ``queued``, with its position).
+
+        ``work`` runs a job of another kind (a photo fit: ``cfg`` is then its config, ``title`` names it and its run
+        folder); it shares the queue, since it shares the device, but never loads the diffusion model.
 
         Raises:
             PromptError: the prompt is empty (checked here so that no job and no run folder is created).
@@ -154,7 +165,7 @@ class JobRunner:
         """
         from text3d.errors import PromptError
 
-        if not cfg.prompt.strip():
+        if work is None and not cfg.prompt.strip():
             raise PromptError("the prompt is empty; describe the object, e.g. “a ceramic owl mug”")
         with self._cond:
             if self._closed:
@@ -169,9 +180,13 @@ class JobRunner:
                 )
             job_id = uuid.uuid4().hex[:12]
             snap = JobSnapshot(
-                job_id, JobStatus.QUEUED, cfg.prompt, submitted_at=time.time(), stages=planned_stages(cfg)
+                job_id,
+                JobStatus.QUEUED,
+                cfg.prompt if work is None else title,
+                submitted_at=time.time(),
+                stages=planned_stages(cfg),
             )
-            job = _Job(job_id, cfg, owner, snap)
+            job = _Job(job_id, cfg, owner, snap, work=work)
             self._jobs[job_id] = job
             self._queue.append(job)
             self._renumber()
@@ -309,12 +324,15 @@ class JobRunner:
 
     def _run(self, job: _Job) -> None:
         try:
-            guidance = self._ensure_guidance()
+            notes: tuple[str, ...] = ()
+            if job.work is None:
+                guidance = self._ensure_guidance()
+                truncation = getattr(guidance, "truncation_notes", None)  # shown to the user, not only logged
+                if truncation:
+                    notes = tuple(truncation(job.cfg.prompt, job.cfg.negative_prompt))
             if job.cancel.is_set():
                 raise Cancelled()
-            truncation = getattr(guidance, "truncation_notes", None)  # shown to the user, not only logged
-            notes = tuple(truncation(job.cfg.prompt, job.cfg.negative_prompt)) if truncation else ()
-            run_dir = new_run_dir(job.cfg.out_dir, job.cfg.prompt)
+            run_dir = new_run_dir(job.cfg.out_dir, job.snap.prompt)
             with self._cond:
                 self._update(job, status=JobStatus.RUNNING, run_dir=run_dir, notes=notes)
 
@@ -325,7 +343,10 @@ class JobRunner:
                 if job.cancel.is_set():
                     raise Cancelled()
 
-            result = generate(job.cfg, guidance=guidance, callback=on_progress, run_dir=run_dir)
+            if job.work is None:
+                result = generate(job.cfg, guidance=guidance, callback=on_progress, run_dir=run_dir)
+            else:
+                result = job.work(job.cfg, on_progress, run_dir)
             outcome = {"status": JobStatus.COMPLETED, "result": result}
         except Cancelled:
             outcome = {"status": JobStatus.CANCELLED}

@@ -34,10 +34,13 @@ from text3d.app.form import FormValues, config_from_form, form_defaults, has_pat
 from text3d.app.jobs import JobRunner, JobSnapshot, JobStatus
 from text3d.app.runs import RunView, example_prompts, obj_zip, read_run, scan_runs
 from text3d.app.status import code, describe, describe_past_run, toast
+from text3d.app.uploads import stage_photos
 from text3d.config import PRESETS, GenerateConfig, apply_overrides
-from text3d.errors import Text3DError
+from text3d.errors import ConfigError, Text3DError
 from text3d.export.exporter import ExportConfig
 from text3d.guidance.stable_diffusion import WEIGHTINGS
+from text3d.pipeline import slugify
+from text3d.recipes.fit import FIT_PRESETS, FitConfig
 from text3d.recipes.text_to_3d import RefineStageConfig
 from text3d.validation import MAX_TEXTURE, MIN_RESOLUTION, MIN_TEXTURE, check_settings
 
@@ -99,6 +102,9 @@ class WebApp:
         preset: the preset selected when the page opens.
         prompts_dir: folder of ``*.txt`` prompt files offered as clickable examples.
         poll_s: the shortest interval between two updates sent to a browser.
+        fit_config: settings every "From photos" job (``text3d fit``) starts from; its preset and the tab's
+            values are applied on top.
+        fit_preset: the photo tab's preset when the page opens.
     """
 
     def __init__(
@@ -111,6 +117,8 @@ class WebApp:
         max_queued: int = 16,
         poll_s: float = 0.5,
         preload: bool = False,
+        fit_config: FitConfig | None = None,
+        fit_preset: str = "fast",
     ):
         if base_config.trainer.preview_every_s <= 0:
             base_config = apply_overrides(base_config, {"trainer.preview_every_s": PREVIEW_EVERY_S})
@@ -120,6 +128,9 @@ class WebApp:
             base_config = apply_overrides(base_config, {"export.formats": ",".join(wanted)})
         self.base = base_config
         self.preset = preset
+        self.fit_base = fit_config or FitConfig(device=base_config.device)
+        """Settings every "From photos" job starts from (its output folder is always the app's)."""
+        self.fit_preset = fit_preset
         self.poll_s = poll_s
         self.out_dir = Path(base_config.out_dir).resolve()
         self.prompts_dir = Path(prompts_dir)
@@ -321,6 +332,51 @@ class WebApp:
         if snap.status is JobStatus.FAILED:
             raise gr.Error(toast(snap.error or "the run failed"), title="The run failed")
 
+    def _fit_config(
+        self, files: list[str] | None, preset: str, steps: float | None, refine_steps: float | None
+    ) -> tuple[FitConfig, str]:
+        """The fit job's config and title: uploads staged under ``<out>/.uploads/``, preset, then the tab's steps."""
+        if preset not in FIT_PRESETS:
+            raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(FIT_PRESETS)}")
+        for name, value, least in (("Steps", steps, 1), ("Mesh steps", refine_steps, 0)):
+            if value is not None and (value != int(value) or value < least):
+                raise ConfigError(f"{name} must be a whole number ≥ {least}, got {value:g}")
+        names = [Path(f).name for f in files or []]
+        stem = Path(names[0]).stem if len(names) == 1 else "photos"
+        upload = self.out_dir / ".uploads" / f"{slugify(stem)}-{uuid.uuid4().hex[:6]}"
+        try:
+            folder = stage_photos(files or [], upload)
+        except Text3DError:
+            shutil.rmtree(upload, ignore_errors=True)
+            raise
+        overrides = {**FIT_PRESETS[preset], "data": str(folder), "out_dir": str(self.out_dir)}
+        if steps is not None:
+            overrides["coarse.steps"] = str(int(steps))
+        if refine_steps is not None:
+            overrides["refine.steps"] = str(int(refine_steps))
+        return apply_overrides(self.fit_base, overrides), f"fit {stem}"
+
+    def _fit_fn(self):
+        app = self
+
+        def fit_photos(
+            files: list[str] | None,
+            preset: str,
+            steps: float | None,
+            refine_steps: float | None,
+            request: gr.Request,
+        ) -> Iterator[tuple]:
+            """Fit a textured mesh to uploaded photos (``text3d fit``); streams status and preview, ends with video,
+            GLB and downloads."""
+            try:
+                cfg, title = app._fit_config(files, preset or app.fit_preset, steps, refine_steps)
+                snap = app.runner.submit(cfg, owner=app._owner(request), work=_fit_work, title=title)
+            except Text3DError as err:
+                raise gr.Error(toast(err), title="Nothing was started") from None
+            yield from app._follow(snap)
+
+        return fit_photos
+
     def _cancel_fn(self):
         app = self
 
@@ -380,124 +436,171 @@ class WebApp:
             )
             with gr.Row(equal_height=False):
                 with gr.Column(scale=2, min_width=320):
-                    prompt = gr.Textbox(
-                        label="Prompt",
-                        placeholder="a ceramic owl mug",
-                        lines=2,
-                        max_lines=4,
-                        elem_id="prompt",
-                    )
-                    negative = gr.Textbox(
-                        label="Negative prompt",
-                        value=defaults.negative_prompt or "",
-                        placeholder="what to avoid, e.g. blurry, low quality",
-                        elem_id="negative",
-                    )
-                    with gr.Row():
-                        preset = gr.Dropdown(
-                            list(PRESETS), value=self.preset, label="Preset", elem_id="preset", min_width=100
-                        )
-                        seed = gr.Number(
-                            value=defaults.seed,
-                            label="Seed",
-                            precision=0,
-                            info="-1 = random",
-                            elem_id="seed",
-                            min_width=100,
-                        )
-                    with gr.Row():
-                        steps = gr.Number(
-                            value=defaults.steps,
-                            label="Steps",
-                            precision=0,
-                            minimum=0,
-                            info="NeRF (coarse) stage",
-                            elem_id="steps",
-                            min_width=100,
-                        )
-                        guidance_scale = gr.Number(
-                            value=defaults.guidance_scale,
-                            label="Guidance scale",
-                            minimum=0,
-                            info="SDS uses ~100",
-                            elem_id="guidance_scale",
-                            min_width=100,
-                        )
-                    with gr.Accordion("Advanced", open=False, elem_id="advanced"):
-                        resolution = gr.Number(
-                            value=defaults.resolution,
-                            label="NeRF resolution (px)",
-                            precision=0,
-                            minimum=MIN_RESOLUTION,
-                            step=2,
-                            info="coarse stage renders; 64 is the anchors' default",
-                            visible="resolution" in offered,
-                        )
-                        refine_steps = gr.Number(
-                            value=defaults.refine_steps if defaults.refine_steps is not None else 0,
-                            label="Refine steps",
-                            precision=0,
-                            minimum=0,
-                            info="DMTet mesh stage; 0 skips it",
-                            visible="refine_steps" in offered,
-                        )
-                        refine_resolution = gr.Number(
-                            value=defaults.refine_resolution or RefineStageConfig.resolution,
-                            label="Refine resolution (px)",
-                            precision=0,
-                            minimum=MIN_RESOLUTION,
-                            step=2,
-                            info="mesh stage renders",
-                            visible="refine_resolution" in offered,
-                        )
-                        with gr.Row():
-                            perp_neg = gr.Checkbox(
-                                value=bool(defaults.perp_neg),
-                                label="Perp-Neg",
-                                info="fights multi-face (Janus) results",
-                                visible="perp_neg" in offered,
+                    with gr.Tabs(elem_id="modes"):
+                        with gr.Tab("From a prompt", elem_id="prompt-tab"):
+                            prompt = gr.Textbox(
+                                label="Prompt",
+                                placeholder="a ceramic owl mug",
+                                lines=2,
+                                max_lines=4,
+                                elem_id="prompt",
                             )
-                            view_dependent = gr.Checkbox(
-                                value=bool(defaults.view_dependent)
-                                if defaults.view_dependent is not None
-                                else True,
-                                label="View-dependent prompts",
-                                info="adds “front/side/back view”",
-                                visible="view_dependent" in offered,
+                            negative = gr.Textbox(
+                                label="Negative prompt",
+                                value=defaults.negative_prompt or "",
+                                placeholder="what to avoid, e.g. blurry, low quality",
+                                elem_id="negative",
                             )
-                        weighting = gr.Dropdown(
-                            list(WEIGHTINGS),
-                            value=defaults.weighting or "sds",
-                            label="SDS weighting w(t)",
-                            visible="weighting" in offered,
-                        )
-                        texture_size = gr.Number(
-                            value=defaults.texture_size or ExportConfig.texture_size,
-                            label="Texture size (px)",
-                            precision=0,
-                            minimum=MIN_TEXTURE,
-                            maximum=MAX_TEXTURE,
-                            info="of the exported GLB/OBJ",
-                            visible="texture_size" in offered,
-                        )
-                    with gr.Row():
-                        run_btn = gr.Button("Generate", variant="primary", elem_id="generate")
-                        cancel_btn = gr.Button("Cancel", variant="stop", elem_id="cancel")
-                    if examples:
-                        with gr.Tabs(elem_id="examples"):
-                            for name, prompts in examples.items():
-                                with gr.Tab(name.replace("_", " ").capitalize()):
-                                    gr.Examples(
-                                        [[p] for p in prompts],
-                                        inputs=[prompt],
-                                        label=None,
-                                        examples_per_page=8,
+                            with gr.Row():
+                                preset = gr.Dropdown(
+                                    list(PRESETS),
+                                    value=self.preset,
+                                    label="Preset",
+                                    elem_id="preset",
+                                    min_width=100,
+                                )
+                                seed = gr.Number(
+                                    value=defaults.seed,
+                                    label="Seed",
+                                    precision=0,
+                                    info="-1 = random",
+                                    elem_id="seed",
+                                    min_width=100,
+                                )
+                            with gr.Row():
+                                steps = gr.Number(
+                                    value=defaults.steps,
+                                    label="Steps",
+                                    precision=0,
+                                    minimum=0,
+                                    info="NeRF (coarse) stage",
+                                    elem_id="steps",
+                                    min_width=100,
+                                )
+                                guidance_scale = gr.Number(
+                                    value=defaults.guidance_scale,
+                                    label="Guidance scale",
+                                    minimum=0,
+                                    info="SDS uses ~100",
+                                    elem_id="guidance_scale",
+                                    min_width=100,
+                                )
+                            with gr.Accordion("Advanced", open=False, elem_id="advanced"):
+                                resolution = gr.Number(
+                                    value=defaults.resolution,
+                                    label="NeRF resolution (px)",
+                                    precision=0,
+                                    minimum=MIN_RESOLUTION,
+                                    step=2,
+                                    info="coarse stage renders; 64 is the anchors' default",
+                                    visible="resolution" in offered,
+                                )
+                                refine_steps = gr.Number(
+                                    value=defaults.refine_steps if defaults.refine_steps is not None else 0,
+                                    label="Refine steps",
+                                    precision=0,
+                                    minimum=0,
+                                    info="DMTet mesh stage; 0 skips it",
+                                    visible="refine_steps" in offered,
+                                )
+                                refine_resolution = gr.Number(
+                                    value=defaults.refine_resolution or RefineStageConfig.resolution,
+                                    label="Refine resolution (px)",
+                                    precision=0,
+                                    minimum=MIN_RESOLUTION,
+                                    step=2,
+                                    info="mesh stage renders",
+                                    visible="refine_resolution" in offered,
+                                )
+                                with gr.Row():
+                                    perp_neg = gr.Checkbox(
+                                        value=bool(defaults.perp_neg),
+                                        label="Perp-Neg",
+                                        info="fights multi-face (Janus) results",
+                                        visible="perp_neg" in offered,
                                     )
-                    else:
-                        gr.Markdown(
-                            f"*No example prompts: add `*.txt` files (one prompt per line) to "
-                            f"{code(f'{self.prompts_dir}/')}.*"
-                        )
+                                    view_dependent = gr.Checkbox(
+                                        value=bool(defaults.view_dependent)
+                                        if defaults.view_dependent is not None
+                                        else True,
+                                        label="View-dependent prompts",
+                                        info="adds “front/side/back view”",
+                                        visible="view_dependent" in offered,
+                                    )
+                                weighting = gr.Dropdown(
+                                    list(WEIGHTINGS),
+                                    value=defaults.weighting or "sds",
+                                    label="SDS weighting w(t)",
+                                    visible="weighting" in offered,
+                                )
+                                texture_size = gr.Number(
+                                    value=defaults.texture_size or ExportConfig.texture_size,
+                                    label="Texture size (px)",
+                                    precision=0,
+                                    minimum=MIN_TEXTURE,
+                                    maximum=MAX_TEXTURE,
+                                    info="of the exported GLB/OBJ",
+                                    visible="texture_size" in offered,
+                                )
+                            with gr.Row():
+                                run_btn = gr.Button("Generate", variant="primary", elem_id="generate")
+                                cancel_btn = gr.Button("Cancel", variant="stop", elem_id="cancel")
+                            if examples:
+                                with gr.Tabs(elem_id="examples"):
+                                    for name, prompts in examples.items():
+                                        with gr.Tab(name.replace("_", " ").capitalize()):
+                                            gr.Examples(
+                                                [[p] for p in prompts],
+                                                inputs=[prompt],
+                                                label=None,
+                                                examples_per_page=8,
+                                            )
+                            else:
+                                gr.Markdown(
+                                    f"*No example prompts: add `*.txt` files (one prompt per line) to "
+                                    f"{code(f'{self.prompts_dir}/')}.*"
+                                )
+                        with gr.Tab("From photos", elem_id="photos-tab"):
+                            gr.Markdown(
+                                "Posed photos (with their `transforms.json`, Blender or nerfstudio style), or plain "
+                                "photos of an object from all around (poses are then solved), or one `.zip` of the "
+                                "folder. Keep the object centred; masks (RGBA) help."
+                            )
+                            photo_files = gr.File(
+                                label="Photos, transforms.json or one zip",
+                                file_count="multiple",
+                                file_types=["image", ".json", ".zip"],
+                                elem_id="photo-files",
+                            )
+                            with gr.Row():
+                                fit_preset = gr.Dropdown(
+                                    list(FIT_PRESETS),
+                                    value=self.fit_preset,
+                                    label="Preset",
+                                    elem_id="fit-preset",
+                                    min_width=100,
+                                )
+                                fit_steps = gr.Number(
+                                    value=None,
+                                    label="Steps",
+                                    precision=0,
+                                    minimum=1,
+                                    info="NeRF stage; empty = preset",
+                                    elem_id="fit-steps",
+                                    min_width=100,
+                                )
+                                fit_refine_steps = gr.Number(
+                                    value=None,
+                                    label="Mesh steps",
+                                    precision=0,
+                                    minimum=0,
+                                    info="DMTet stage; empty = preset",
+                                    elem_id="fit-refine-steps",
+                                    min_width=100,
+                                )
+                            with gr.Row():
+                                fit_btn = gr.Button("Fit", variant="primary", elem_id="fit")
+                                fit_cancel_btn = gr.Button("Cancel", variant="stop", elem_id="fit-cancel")
                 with gr.Column(scale=3, min_width=360):
                     # user text in it is escaped (status.text); no TeX either, so "$$" in a prompt stays text
                     status = gr.Markdown("Ready.", elem_id="status", latex_delimiters=[])
@@ -589,6 +692,20 @@ class WebApp:
             cancel_btn.click(
                 self._cancel_fn(), None, status, api_name="cancel", queue=False, show_progress="hidden"
             )
+            fit_cancel_btn.click(
+                self._cancel_fn(), None, status, api_visibility="private", queue=False, show_progress="hidden"
+            )
+            fitted = fit_btn.click(fn=None, js="() => null", outputs=[model_3d], queue=False).then(
+                self._fit_fn(),
+                inputs=[photo_files, fit_preset, fit_steps, fit_refine_steps],
+                outputs=[status, preview_img, video, model_file, downloads, gallery, run_dirs],
+                api_name="fit",
+                concurrency_limit=None,
+                show_progress="hidden",
+            )
+            fitted.success(
+                _show_model, model_file, model_3d, api_visibility="private", show_progress="hidden"
+            )
             preset.change(
                 self._preset_fn(knob_names),
                 preset,
@@ -618,6 +735,19 @@ class WebApp:
                 show_progress="hidden",
             ).success(_show_model, model_file, model_3d, api_visibility="private", show_progress="hidden")
         return blocks
+
+
+def _fit_work(cfg: FitConfig, callback, run_dir: Path):
+    """A "From photos" job: :func:`text3d.fitting.fit` into the runner's run folder. A photo set that turns out
+    unusable (e.g. structure-from-motion registers too few photos) leaves no empty run folder behind."""
+    from text3d.fitting import fit
+
+    try:
+        return fit(cfg, callback=callback, run_dir=run_dir)
+    except Text3DError:
+        if not (Path(run_dir) / "run.json").exists():
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
 
 
 def _show_model(glb: str | None) -> str | None:

@@ -125,6 +125,13 @@ class FitConfig:
     """Held-out views drawn as ground truth | render | error in ``eval/``."""
 
 
+FIT_PRESETS: dict[str, dict[str, str]] = {
+    "quality": {},
+    "fast": {"coarse.steps": "1000", "refine.steps": "150"},
+}
+"""``text3d fit --preset`` and the web app's "From photos" tab: overrides applied on top of the defaults."""
+
+
 def check_fit_config(cfg: FitConfig) -> None:
     """One-line :class:`ConfigError` for an unknown kind or choice, before anything is loaded."""
     for name, stage, representations in (
