@@ -21,69 +21,33 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 
-def scene(size: int = 128, n_train: int = 24, n_test: int = 8, samples: int = 64):
-    """Render (or reuse from the cache) the emission-textured bumpy sphere; returns (dataset, true texture)."""
-    from texture_meshes import bumpy_sphere, write_obj
+def run(steps: int, colour: str, size: int, out: Path, extra: dict | None = None) -> dict:
+    from texture_meshes import covered_texels, emission_scene
 
-    from text3d.scenes import (
-        CameraRigSpec, MaterialSpec, MeshSpec, RenderSpec, SceneSpec, TextureSpec, WorldSpec, render_dataset,
-    )
-    from text3d.scenes.spec import noise_texture
-
-    folder = Path(tempfile.gettempdir()) / "text3d-texture-bench"
-    folder.mkdir(exist_ok=True)
-    obj = write_obj(folder / "bumpy_sphere.obj", *bumpy_sphere())
-    tex = TextureSpec(kind="noise", size=256, seed=3)
-    spec = SceneSpec(
-        mesh=MeshSpec(source=str(obj), size=0.0),
-        material=MaterialSpec(kind="emission", texture=tex),
-        world=WorldSpec(kind="color", color=(0.0, 0.0, 0.0)),
-        cameras=CameraRigSpec(n_train=n_train, n_test=n_test, distance=3.0, fov_deg=40.0),
-        render=RenderSpec(width=size, height=size, samples=samples),
-    )
-    return render_dataset(spec), obj, noise_texture(tex)
-
-
-@torch.no_grad()
-def covered_texels(stage, size: int) -> np.ndarray:
-    """Texels (row 0 = v 1) inside the bilinear footprint of some visible pixel of a training view."""
-    from text3d.render import raster
-
-    rep, views = stage.representation, stage.views
-    hit = np.zeros((size, size), dtype=bool)
-    cams = views.cameras()
-    h, w = views.photos.height, views.photos.width
-    for i in range(len(cams)):
-        cam = cams[i : i + 1]
-        homo = torch.cat([rep.verts, torch.ones_like(rep.verts[:, :1])], dim=-1)
-        clip = homo @ cam.mvp(aspect=w / h).transpose(-1, -2)
-        rast = raster.rasterize(clip, rep.faces, (h, w))
-        uv = raster.interpolate(rep.corner_uvs, rast, rep.corner_faces)[0][rast.mask[0, ..., 0] > 0].numpy()
-        x = uv[:, 0] * size - 0.5
-        y = (1.0 - uv[:, 1]) * size - 0.5
-        for dx in (0, 1):
-            for dy in (0, 1):
-                xi = np.clip(np.floor(x).astype(int) + dx, 0, size - 1)
-                yi = np.clip(np.floor(y).astype(int) + dy, 0, size - 1)
-                hit[yi, xi] = True
-    return hit
-
-
-def run(steps: int, colour: str, size: int, out: Path) -> dict:
     from text3d.config import apply_overrides
     from text3d.metrics import psnr
     from text3d.recipes.texture import TextureConfig
     from text3d.texturing import texture
 
-    data, obj, truth = scene(size)
+    data, obj, truth = emission_scene(size)
     cfg = apply_overrides(
         TextureConfig(),
         {
-            "mesh": str(obj), "images": str(data.path), "steps": str(steps), "device": "cpu",
-            "out_dir": str(out), "colour.colour": colour, "colour.texture_size": "256",
-            "export.texture_size": "256", "views.images_per_step": "2",
-            "trainer.progress_bar": "false", "trainer.video_frames": "4", "trainer.preview_every": "100000",
-            "trainer.checkpoint_every": "100000", "trainer.log_every": "50",
+            "mesh": str(obj),
+            "images": str(data.path),
+            "steps": str(steps),
+            "device": "cpu",
+            "out_dir": str(out),
+            "colour.colour": colour,
+            "colour.texture_size": "256",
+            "export.texture_size": "256",
+            "views.images_per_step": "2",
+            "trainer.progress_bar": "false",
+            "trainer.video_frames": "4",
+            "trainer.preview_every": "100000",
+            "trainer.checkpoint_every": "100000",
+            "trainer.log_every": "50",
+            **(extra or {}),
         },
     )
     t0 = time.perf_counter()
@@ -112,9 +76,14 @@ def run(steps: int, colour: str, size: int, out: Path) -> dict:
     true = truth.astype(np.float32) / 255.0
     tex_psnr = psnr(torch.from_numpy(got[cover]), torch.from_numpy(true[cover]))
     return {
-        "colour": colour, "steps": steps, "seconds": round(seconds, 1), "held_out_psnr": metrics["psnr"],
-        "held_out_views": metrics["views"], "texture_psnr_covered": round(tex_psnr, 2),
-        "covered_fraction": round(float(cover.mean()), 3), "run_dir": str(result.run_dir),
+        "colour": colour,
+        "steps": steps,
+        "seconds": round(seconds, 1),
+        "held_out_psnr": metrics["psnr"],
+        "held_out_views": metrics["views"],
+        "texture_psnr_covered": round(tex_psnr, 2),
+        "covered_fraction": round(float(cover.mean()), 3),
+        "run_dir": str(result.run_dir),
     }
 
 
@@ -124,8 +93,10 @@ def main() -> None:
     ap.add_argument("--colour", default="texture")
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "text3d-texture-bench" / "runs")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any TextureConfig field")
     args = ap.parse_args()
-    print(json.dumps(run(args.steps, args.colour, args.size, args.out)))
+    extra = dict(item.split("=", 1) for item in args.set)
+    print(json.dumps({**run(args.steps, args.colour, args.size, args.out, extra), "set": extra}))
 
 
 if __name__ == "__main__":

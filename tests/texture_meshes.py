@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import numpy as np
+import torch
 
 
 def bumpy_sphere(n_lat: int = 24, n_lon: int = 48, radius: float = 0.8, bump: float = 0.08):
@@ -42,16 +44,18 @@ def bumpy_sphere(n_lat: int = 24, n_lon: int = 48, radius: float = 0.8, bump: fl
 
 
 def write_obj(path: Path, pos: np.ndarray, faces: np.ndarray, uv: np.ndarray, face_uvs: np.ndarray) -> Path:
-    lines = ["v %.9g %.9g %.9g" % tuple(p) for p in pos]
-    lines += ["vt %.9g %.9g" % tuple(u) for u in uv]
+    lines = [f"v {x:.9g} {y:.9g} {z:.9g}" for x, y, z in pos]
+    lines += [f"vt {u:.9g} {v:.9g}" for u, v in uv]
     lines += [
-        "f %d/%d %d/%d %d/%d" % (a[0], b[0], a[1], b[1], a[2], b[2]) for a, b in zip(faces + 1, face_uvs + 1)
+        f"f {a[0]}/{b[0]} {a[1]}/{b[1]} {a[2]}/{b[2]}" for a, b in zip(faces + 1, face_uvs + 1, strict=True)
     ]
     Path(path).write_text("\n".join(lines) + "\n")
     return Path(path)
 
 
-def write_glb(path: Path, pos: np.ndarray, faces: np.ndarray, uv: np.ndarray, face_uvs: np.ndarray, parts: int = 2):
+def write_glb(
+    path: Path, pos: np.ndarray, faces: np.ndarray, uv: np.ndarray, face_uvs: np.ndarray, parts: int = 2
+):
     """A GLB scene of ``parts`` meshes (the faces split in order), each under a node with its own translation,
     with the vertices moved back by it: the merged scene is the same surface. Seams are split (glTF style)."""
     import trimesh
@@ -66,6 +70,61 @@ def write_glb(path: Path, pos: np.ndarray, faces: np.ndarray, uv: np.ndarray, fa
         shift = np.array([0.1 * (k + 1), -0.2 * k, 0.05])
         m = trimesh.Trimesh(positions[used] - shift, local.reshape(-1, 3), process=False)
         m.visual = trimesh.visual.TextureVisuals(uv=uvs[used])
-        scene.add_geometry(m, node_name=f"part{k}", transform=trimesh.transformations.translation_matrix(shift))
+        scene.add_geometry(
+            m, node_name=f"part{k}", transform=trimesh.transformations.translation_matrix(shift)
+        )
     scene.export(str(path))
     return Path(path)
+
+
+def emission_scene(size: int = 128, n_train: int = 24, n_test: int = 8, samples: int = 64):
+    """Render (or reuse from the cache) the emission-textured bumpy sphere; returns (dataset, true texture)."""
+    from text3d.scenes import (
+        CameraRigSpec,
+        MaterialSpec,
+        MeshSpec,
+        RenderSpec,
+        SceneSpec,
+        TextureSpec,
+        WorldSpec,
+        render_dataset,
+    )
+    from text3d.scenes.spec import noise_texture
+
+    folder = Path(tempfile.gettempdir()) / "text3d-texture-bench"
+    folder.mkdir(exist_ok=True)
+    obj = write_obj(folder / "bumpy_sphere.obj", *bumpy_sphere())
+    tex = TextureSpec(kind="noise", size=256, seed=3)
+    spec = SceneSpec(
+        mesh=MeshSpec(source=str(obj), size=0.0),
+        material=MaterialSpec(kind="emission", texture=tex),
+        world=WorldSpec(kind="color", color=(0.0, 0.0, 0.0)),
+        cameras=CameraRigSpec(n_train=n_train, n_test=n_test, distance=3.0, fov_deg=40.0),
+        render=RenderSpec(width=size, height=size, samples=samples),
+    )
+    return render_dataset(spec), obj, noise_texture(tex)
+
+
+@torch.no_grad()
+def covered_texels(stage, size: int) -> np.ndarray:
+    """Texels (row 0 = v 1) inside the bilinear footprint of some visible pixel of a training view."""
+    from text3d.render import raster
+
+    rep, views = stage.representation, stage.views
+    hit = np.zeros((size, size), dtype=bool)
+    cams = views.cameras()
+    h, w = views.photos.height, views.photos.width
+    for i in range(len(cams)):
+        cam = cams[i : i + 1]
+        homo = torch.cat([rep.verts, torch.ones_like(rep.verts[:, :1])], dim=-1)
+        clip = homo @ cam.mvp(aspect=w / h).transpose(-1, -2)
+        rast = raster.rasterize(clip, rep.faces, (h, w))
+        uv = raster.interpolate(rep.corner_uvs, rast, rep.corner_faces)[0][rast.mask[0, ..., 0] > 0].numpy()
+        x = uv[:, 0] * size - 0.5
+        y = (1.0 - uv[:, 1]) * size - 0.5
+        for dx in (0, 1):
+            for dy in (0, 1):
+                xi = np.clip(np.floor(x).astype(int) + dx, 0, size - 1)
+                yi = np.clip(np.floor(y).astype(int) + dy, 0, size - 1)
+                hit[yi, xi] = True
+    return hit

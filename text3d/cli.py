@@ -481,7 +481,9 @@ def build_parser() -> argparse.ArgumentParser:
     tex.add_argument("--unwrap", action="store_true", help="new UVs (xatlas) even if the mesh has its own")
     tex.add_argument("--steps", type=int, help="optimisation steps (default 1000)")
     tex.add_argument("--res", type=int, help="render size for the prompt / concept image (default 64)")
-    tex.add_argument("--texture-size", dest="texture_size", type=int, help="texture side in texels (default 1024)")
+    tex.add_argument(
+        "--texture-size", dest="texture_size", type=int, help="texture side in texels (default 1024)"
+    )
     tex.add_argument("--colour", choices=("texture", "field"), help="what is optimised (default texture)")
     tex.add_argument("--max-faces", dest="max_faces", type=int, help="refuse larger meshes (default 2000000)")
     tex.add_argument("--model", help="diffusion model id or folder (toy: the bundled toy model)")
@@ -489,8 +491,12 @@ def build_parser() -> argparse.ArgumentParser:
     tex.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, mps")
     tex.add_argument("--out", help="folder for run folders (default: outputs/)")
     tex.add_argument("--preset", help="quality (default), fast or toy")
-    tex.add_argument("--config", type=Path, help="a YAML file of settings (a texture run's config.yaml works)")
-    tex.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any TextureConfig field")
+    tex.add_argument(
+        "--config", type=Path, help="a YAML file of settings (a texture run's config.yaml works)"
+    )
+    tex.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="any TextureConfig field"
+    )
     tex.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a texture run folder")
     tex.set_defaults(func=cmd_texture)
 

@@ -95,8 +95,14 @@ def texture(
         save_kept(run_dir / INPUT_MESH, kept)
     record = RunRecord(
         run_dir,
-        {"kind": "texture", "mode": mode, "prompt": cfg.prompt or f"photos: {cfg.images}", "mesh": cfg.mesh,
-         "seed": cfg.seed, "model": cfg.model.model_id if mode != "photos" else None},
+        {
+            "kind": "texture",
+            "mode": mode,
+            "prompt": cfg.prompt or f"photos: {cfg.images}",
+            "mesh": cfg.mesh,
+            "seed": cfg.seed,
+            "model": cfg.model.model_id if mode != "photos" else None,
+        },
         device,
     )
     record.update(status="running")

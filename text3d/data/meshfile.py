@@ -9,7 +9,7 @@ The geometry is the user's: :class:`InputMesh` keeps the file's vertex list, its
   corners are fanned into triangles in order; triangles stay as they are). Every ``o``/``g`` is part of the one
   mesh, as OBJ indices are global anyway.
 - **GLB / glTF / PLY** are read with trimesh (``process=False``: no merging, no reordering). A scene with several
-  meshes is merged in node order with each node's world transform applied, so the result is in the scene's world
+  meshes is merged in the file's mesh order with each node's world transform applied, so the result is in the scene's world
   frame. glTF has one index list for all attributes, so ``face_uvs`` equals ``faces``.
 
 Every check is one line (:class:`MeshInputError`, exit code 2 in the CLI) raised before anything is written.
@@ -47,7 +47,8 @@ class InputMesh:
             or ``None`` when the file has none.
         face_uvs: ``[F, 3]`` int64 indices into ``uvs`` per face corner (``faces`` itself for glTF / PLY), or
             ``None``.
-        normals: ``[V, 3]`` the file's vertex normals when it has per-vertex ones (glTF), else ``None``.
+        normals: ``[V, 3]`` vertex normals to write, or ``None`` (area-weighted normals are computed from the
+            faces; the file's own normals are not read).
         source: the file it came from; ``kind``: ``"obj"``, ``"glb"``, ``"gltf"`` or ``"ply"``.
     """
 
@@ -89,7 +90,9 @@ def read_mesh(path: str | Path, max_faces: int = MAX_FACES) -> InputMesh:
         raise MeshInputError(f"{path}: no such file; give a mesh file ({', '.join(FORMATS)})")
     ext = path.suffix.lower()
     if ext not in FORMATS:
-        raise MeshInputError(f"{path}: {ext or 'no extension'} is not a mesh format text3d reads ({', '.join(FORMATS)})")
+        raise MeshInputError(
+            f"{path}: {ext or 'no extension'} is not a mesh format text3d reads ({', '.join(FORMATS)})"
+        )
     declared = _declared_faces(path, ext)
     if declared is not None and declared > max_faces:
         raise MeshInputError(
@@ -203,10 +206,16 @@ def _read_trimesh(path: Path, ext: str) -> InputMesh:
     try:
         scene = trimesh.load(str(path), force="scene", process=False)
     except Exception as err:  # trimesh raises many kinds for a broken file
-        raise MeshInputError(f"{path}: not a mesh trimesh can read ({type(err).__name__}: {err})"[:300]) from None
+        raise MeshInputError(
+            f"{path}: not a mesh trimesh can read ({type(err).__name__}: {err})"[:300]
+        ) from None
     parts = []
     clouds = 0
-    for node in scene.graph.nodes_geometry:
+    # The file's mesh order (trimesh keeps scene.geometry in it), then the node name for instances: the graph's
+    # own node list comes in no fixed order.
+    mesh_order = {name: k for k, name in enumerate(scene.geometry)}
+    nodes = sorted(scene.graph.nodes_geometry, key=lambda n: (mesh_order[scene.graph[n][1]], str(n)))
+    for node in nodes:
         transform, name = scene.graph[node]
         geom = scene.geometry[name]
         if isinstance(geom, trimesh.PointCloud):
@@ -217,9 +226,11 @@ def _read_trimesh(path: Path, ext: str) -> InputMesh:
         parts.append((np.asarray(transform, dtype=np.float64), geom))
     if not parts:
         if clouds:
-            raise MeshInputError(f"{path}: a point cloud (vertices without faces); texturing needs a triangle mesh")
+            raise MeshInputError(
+                f"{path}: a point cloud (vertices without faces); texturing needs a triangle mesh"
+            )
         raise MeshInputError(f"{path}: not a mesh (no triangle geometry in the file)")
-    positions, faces, uvs, normals = [], [], [], []
+    positions, faces, uvs = [], [], []
     base = 0
     any_uv = all(_uv_of(g) is not None for _, g in parts)
     for transform, geom in parts:
@@ -229,11 +240,6 @@ def _read_trimesh(path: Path, ext: str) -> InputMesh:
         faces.append(np.asarray(geom.faces, dtype=np.int64).reshape(-1, 3) + base)
         if any_uv:
             uvs.append(np.asarray(_uv_of(geom), dtype=np.float64))
-        n = geom._cache.get("vertex_normals") if hasattr(geom, "_cache") else None
-        if n is not None and len(n) == len(v):
-            lin = np.linalg.inv(transform[:3, :3]).T
-            n = np.asarray(n, dtype=np.float64) @ lin.T
-            normals.append(n / np.maximum(np.linalg.norm(n, axis=-1, keepdims=True), 1e-12))
         base += v.shape[0]
     pos = np.concatenate(positions)
     f = np.concatenate(faces)
@@ -242,7 +248,6 @@ def _read_trimesh(path: Path, ext: str) -> InputMesh:
         faces=f,
         uvs=np.concatenate(uvs) if any_uv else None,
         face_uvs=f.copy() if any_uv else None,
-        normals=np.concatenate(normals) if len(normals) == len(parts) else None,
         source=str(path),
         kind=ext.lstrip("."),
     )
@@ -305,7 +310,7 @@ def uv_overlap(corners: Float[np.ndarray, "F 3 2"], size: int = 256) -> float:
     wrapped = np.mod(corners, 1.0)
     count = np.zeros((size, size), dtype=np.int32)
     pts = (np.arange(size) + 0.5) / size
-    for tri in wrapped[: 200_000]:
+    for tri in wrapped[:200_000]:
         lo = np.floor(tri.min(axis=0) * size).astype(int)
         hi = np.ceil(tri.max(axis=0) * size).astype(int)
         if (hi - lo).prod() == 0:

@@ -52,7 +52,9 @@ def split_seams(mesh: KeptMesh) -> UVMesh:
     """
     if np.array_equal(mesh.faces, mesh.face_uvs) and mesh.uvs.shape[0] == mesh.positions.shape[0]:
         vmap = np.arange(mesh.positions.shape[0], dtype=np.int64)
-        return UVMesh(mesh.positions.astype(np.float32), mesh.faces.astype(np.int64), mesh.uvs.astype(np.float32), vmap)
+        return UVMesh(
+            mesh.positions.astype(np.float32), mesh.faces.astype(np.int64), mesh.uvs.astype(np.float32), vmap
+        )
     key = mesh.faces.astype(np.int64) * mesh.uvs.shape[0] + mesh.face_uvs
     uniq, inverse = np.unique(key.reshape(-1), return_inverse=True)
     vmap = uniq // mesh.uvs.shape[0]
@@ -138,4 +140,3 @@ def write_kept_mesh(
             files += [out_dir / obj_name, out_dir / mtl_name, out_dir / png_name]
         st.commit()
     return files
-

@@ -99,11 +99,15 @@ def mode(cfg: TextureConfig) -> str:
         ConfigError: no mesh, nothing to texture from, or inputs that do not go together.
     """
     if not cfg.mesh:
-        raise ConfigError("no mesh given: text3d texture MESH --prompt TEXT (or --images DIR, or --image FILE)")
+        raise ConfigError(
+            "no mesh given: text3d texture MESH --prompt TEXT (or --images DIR, or --image FILE)"
+        )
     if cfg.images and cfg.image:
         raise ConfigError("give --images (posed photos) or --image (one concept image), not both")
     if cfg.images and cfg.prompt.strip():
-        raise ConfigError("--images textures from the photos alone; drop --prompt (or use --image with --prompt)")
+        raise ConfigError(
+            "--images textures from the photos alone; drop --prompt (or use --image with --prompt)"
+        )
     if cfg.images:
         return "photos"
     if cfg.image:
@@ -111,7 +115,9 @@ def mode(cfg: TextureConfig) -> str:
             raise ConfigError("--image needs --prompt too: the prompt paints the sides the image cannot see")
         return "concept"
     if not cfg.prompt.strip():
-        raise ConfigError("say what the texture should look like: --prompt TEXT, --images DIR or --image FILE")
+        raise ConfigError(
+            "say what the texture should look like: --prompt TEXT, --images DIR or --image FILE"
+        )
     return "prompt"
 
 
@@ -196,11 +202,23 @@ def build_stages(
         if photos is None:
             raise ConfigError("the photos mode needs the photo set")
         views = PhotoViews(photos, cfg.views, mode="images")
-        return [Stage("texture", cfg.steps, rep, views, UnlitShader(), PhotometricObjective(cfg.photometric), cfg.optim)]
+        return [
+            Stage(
+                "texture",
+                cfg.steps,
+                rep,
+                views,
+                UnlitShader(),
+                PhotometricObjective(cfg.photometric),
+                cfg.optim,
+            )
+        ]
     if m == "concept":
         if concept_image is None:
             raise ConfigError("the concept mode needs the concept image")
-        views = ConceptViews(cfg.cameras, cfg.resolution, concept_camera(cfg), concept_image, cfg.concept_every)
+        views = ConceptViews(
+            cfg.cameras, cfg.resolution, concept_camera(cfg), concept_image, cfg.concept_every
+        )
         objective = (
             None
             if sds is None

@@ -87,7 +87,9 @@ class MultiResTexture(nn.Module):
         size = self.levels[0].shape[1]
         total = torch.zeros(1, 3, size, size, device=self.levels[0].device)
         for t in self.levels:
-            total += F.interpolate(t.permute(0, 3, 1, 2), size=(size, size), mode="bilinear", align_corners=False)
+            total += F.interpolate(
+                t.permute(0, 3, 1, 2), size=(size, size), mode="bilinear", align_corners=False
+            )
         return torch.sigmoid(total)[0].permute(1, 2, 0)
 
 

@@ -33,7 +33,9 @@ class ConceptViews(OrbitViews):
     ):
         super().__init__(cfg, resolution)
         if image.shape[:2] != (resolution, resolution):
-            raise ValueError(f"the concept image must be {resolution}x{resolution}, got {tuple(image.shape[:2])}")
+            raise ValueError(
+                f"the concept image must be {resolution}x{resolution}, got {tuple(image.shape[:2])}"
+            )
         self.every = max(1, int(every))
         self.concept_camera = camera
         self.register_buffer("image", image[None].contiguous(), persistent=False)
