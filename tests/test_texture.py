@@ -28,7 +28,7 @@ needs_bpy = pytest.mark.skipif(importlib.util.find_spec("bpy") is None, reason="
 def fast(tiny_model_dir):
     return [
         f"--model={tiny_model_dir}",
-        "--steps=4",
+        "--steps=12",
         "--res=32",
         "--texture-size=64",
         "--device=cpu",

@@ -51,7 +51,7 @@ class TexturedMeshConfig:
     """``texture``: side of the finest level, which is the output texture's size."""
     levels: int = 6
     """``texture``: number of levels, each half the size of the one before."""
-    lr: float = 0.02
+    lr: float = 0.005
     """Adam step of the texture levels (sigmoid logits) or of the field's grid."""
     field_encoding: HashGridConfig = field(
         default_factory=lambda: HashGridConfig(n_levels=12, log2_hashmap_size=17, max_resolution=1024)
