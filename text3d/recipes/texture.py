@@ -80,8 +80,8 @@ class TextureConfig:
     """Concept mode: every N-th step is the concept view."""
     concept_sds_weight: float = 3e-4
     """Concept mode: weight of SDS against the photometric term. Measured with the tiny model (docs/benchmarks.md):
-    the front view inside the silhouette reaches 16.8 dB at 1e-2, 23.3 dB at 1e-3, 28.2 dB at 3e-4 (47.5 dB
-    without SDS) in 120 steps; SDS gradients are far larger than the photometric one, and Adam sees both."""
+    the front view inside the silhouette reaches 23.3 dB at 1e-3 and 28.2 dB at 3e-4 in 120 steps (47.5 dB without
+    SDS): SDS gradients are far larger than the photometric one, and Adam normalises both."""
     views: PhotoViewsConfig = field(default_factory=PhotoViewsConfig)
     """Photos: images per step, background, pose refinement."""
     bound: float = 1.0
