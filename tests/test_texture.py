@@ -290,12 +290,14 @@ def test_a_killed_run_resumes_to_the_same_texture(tmp_path, tiny_model_dir):
     (run,) = list((tmp_path / "b").iterdir())
     assert json.loads((run / "run.json").read_text())["status"] == "cancelled"
     assert not (run / "mesh").exists()
-    resumed = texture(load_texture_config(run), run_dir=run)
+    assert load_texture_config(run).mesh == str(src)
+    assert main(["texture", "--resume", str(run)]) == 0  # the CLI's resume: the run's own config.yaml
 
-    def png(result) -> bytes:
-        return next((result.run_dir / "mesh").glob("*_albedo.png")).read_bytes()
+    def png(run_dir: Path) -> bytes:
+        return next((run_dir / "mesh").glob("*_albedo.png")).read_bytes()
 
-    assert png(resumed) == png(straight)
+    assert json.loads((run / "run.json").read_text())["status"] == "completed"
+    assert png(run) == png(straight.run_dir)
 
 
 # ------------------------------------------------------------------------------------ (a) from photos, exact

@@ -602,8 +602,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USER_ERROR
     except Cancelled:
         again = (
-            "text3d generate --resume RUN_DIR"
-            if args.command == "generate"
+            f"text3d {args.command} --resume RUN_DIR"
+            if args.command in ("generate", "fit", "texture")
             else f"text3d {args.command} RUN_DIR"
         )
         print(f"cancelled (checkpointed); continue with {again}", file=sys.stderr)
