@@ -257,6 +257,69 @@ def cmd_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+TEXTURE_ALIASES: dict[str, tuple[str, ...]] = {
+    "prompt": ("prompt",),
+    "negative": ("negative_prompt",),
+    "images": ("images",),
+    "image": ("image",),
+    "azimuth": ("azimuth",),
+    "elevation": ("elevation",),
+    "steps": ("steps",),
+    "res": ("resolution",),
+    "texture_size": ("colour.texture_size", "export.texture_size"),
+    "colour": ("colour.colour",),
+    "max_faces": ("max_faces",),
+    "model": ("model.model_id",),
+    "seed": ("seed",),
+    "device": ("device",),
+}
+"""``text3d texture`` flags, mapped to the TextureConfig fields they set."""
+
+TEXTURE_PRESETS: dict[str, dict[str, str]] = {
+    "quality": {},
+    "fast": {"steps": "400"},
+    "toy": {"model.model_id": "toy", "resolution": "32", "steps": "150", "colour.texture_size": "256"},
+}
+
+
+def texture_config_from_args(args: argparse.Namespace):
+    """Defaults <- preset <- --config file <- --set <- explicit flags (as for generate)."""
+    from text3d.config import apply_overrides, load_config
+    from text3d.recipes.texture import TextureConfig
+
+    cfg = load_config(args.config, TextureConfig) if args.config else TextureConfig()
+    if args.preset:
+        if args.preset not in TEXTURE_PRESETS:
+            raise ConfigError(f"unknown preset {args.preset!r}; choose one of {', '.join(TEXTURE_PRESETS)}")
+        cfg = apply_overrides(cfg, TEXTURE_PRESETS[args.preset])
+    cfg = apply_overrides(cfg, _parse_set(args.set))
+    for key, paths in TEXTURE_ALIASES.items():
+        value = getattr(args, key)
+        if value is not None:
+            for path in paths:
+                cfg = apply_overrides(cfg, {path: str(value)})
+    if args.unwrap:
+        cfg = apply_overrides(cfg, {"unwrap": "true"})
+    cfg = apply_overrides(cfg, {"mesh": str(args.mesh)})
+    if args.out:
+        cfg = apply_overrides(cfg, {"out_dir": args.out})
+    return cfg
+
+
+def cmd_texture(args: argparse.Namespace) -> int:
+    from text3d.texturing import load_texture_config, texture
+
+    with StopOnSignal() as stop:
+        if args.resume:
+            result = texture(load_texture_config(args.resume), callback=stop, run_dir=args.resume)
+        else:
+            if args.mesh is None:
+                raise ConfigError("no mesh given: text3d texture MESH --prompt TEXT (or --images DIR)")
+            result = texture(texture_config_from_args(args), callback=stop)
+    _print_result(result)
+    return 0
+
+
 def cmd_refine(args: argparse.Namespace) -> int:
     from text3d.pipeline import refine
 
@@ -397,6 +460,41 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fit.set_defaults(func=cmd_fit)
 
+    tex = sub.add_parser(
+        "texture",
+        help="texture a given mesh from a prompt, posed photos or one concept image",
+        description="The mesh's vertices, faces and UVs are kept; only its base-colour texture is made. Output: "
+        "GLB and OBJ (+MTL+PNG) in the input's frame and units, a turntable video and previews.",
+    )
+    tex.add_argument("mesh", nargs="?", type=Path, help="the mesh file (GLB, glTF, OBJ, PLY)")
+    tex.add_argument("--prompt", help="what the texture should look like")
+    tex.add_argument("--negative", help="negative prompt")
+    tex.add_argument("--images", help="a folder of posed photos (transforms.json or COLMAP)")
+    tex.add_argument("--image", help="one concept image, seen from --azimuth/--elevation (needs --prompt)")
+    tex.add_argument("--azimuth", type=float, help="concept image's view azimuth, degrees (default 0: front)")
+    tex.add_argument("--elevation", type=float, help="concept image's view elevation, degrees (default 0)")
+    tex.add_argument("--unwrap", action="store_true", help="new UVs (xatlas) even if the mesh has its own")
+    tex.add_argument("--steps", type=int, help="optimisation steps (default 1000)")
+    tex.add_argument("--res", type=int, help="render size for the prompt / concept image (default 64)")
+    tex.add_argument(
+        "--texture-size", dest="texture_size", type=int, help="texture side in texels (default 1024)"
+    )
+    tex.add_argument("--colour", choices=("texture", "field"), help="what is optimised (default texture)")
+    tex.add_argument("--max-faces", dest="max_faces", type=int, help="refuse larger meshes (default 2000000)")
+    tex.add_argument("--model", help="diffusion model id or folder (toy: the bundled toy model)")
+    tex.add_argument("--seed", type=int)
+    tex.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, mps")
+    tex.add_argument("--out", help="folder for run folders (default: outputs/)")
+    tex.add_argument("--preset", help="quality (default), fast or toy")
+    tex.add_argument(
+        "--config", type=Path, help="a YAML file of settings (a texture run's config.yaml works)"
+    )
+    tex.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="any TextureConfig field"
+    )
+    tex.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a texture run folder")
+    tex.set_defaults(func=cmd_texture)
+
     rds = sub.add_parser(
         "render-dataset",
         help="render a multi-view synthetic set of a mesh with Blender Cycles (NeRF-synthetic layout)",
@@ -499,8 +597,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USER_ERROR
     except Cancelled:
         again = (
-            "text3d generate --resume RUN_DIR"
-            if args.command == "generate"
+            f"text3d {args.command} --resume RUN_DIR"
+            if args.command in ("generate", "fit", "texture")
             else f"text3d {args.command} RUN_DIR"
         )
         print(f"cancelled (checkpointed); continue with {again}", file=sys.stderr)

@@ -264,22 +264,7 @@ def write_obj(st: StagedFiles, folder: str | os.PathLike, mesh: TexturedMesh) ->
     """
     folder = Path(folder)
     obj_name, mtl_name, png_name = obj_file_names(mesh.name)
-    mtl = "\n".join(
-        [
-            "# text3d: albedo-only material (sRGB base colour texture, non-metallic, fully rough)",
-            f"newmtl {mesh.name}",
-            "Ka 1.000000 1.000000 1.000000",
-            "Kd 1.000000 1.000000 1.000000",
-            "Ks 0.000000 0.000000 0.000000",
-            "Ns 0.000000",
-            "d 1.000000",
-            "illum 1",
-            "Pr 1.000000",
-            "Pm 0.000000",
-            f"map_Kd {png_name}",
-            "",
-        ]
-    )
+    mtl = mtl_text(mesh.name, png_name)
     f1 = np.asarray(mesh.faces, dtype=np.int64) + 1
     header = (
         "# text3d mesh: metres, +Y up, front faces +Z\n"
@@ -299,6 +284,27 @@ def write_obj(st: StagedFiles, folder: str | os.PathLike, mesh: TexturedMesh) ->
     st.path(folder / mtl_name).write_text(mtl, encoding="utf-8")
     st.path(folder / png_name).write_bytes(mesh.texture_png)
     return [folder / obj_name, folder / mtl_name, folder / png_name]
+
+
+def mtl_text(name: str, png_name: str) -> str:
+    """The MTL of an albedo-only material: ``map_Kd`` names the texture with a relative path, plus the PBR
+    extension lines (``Pr``, ``Pm``) that Blender's importer reads."""
+    return "\n".join(
+        [
+            "# text3d: albedo-only material (sRGB base colour texture, non-metallic, fully rough)",
+            f"newmtl {name}",
+            "Ka 1.000000 1.000000 1.000000",
+            "Kd 1.000000 1.000000 1.000000",
+            "Ks 0.000000 0.000000 0.000000",
+            "Ns 0.000000",
+            "d 1.000000",
+            "illum 1",
+            "Pr 1.000000",
+            "Pm 0.000000",
+            f"map_Kd {png_name}",
+            "",
+        ]
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------- PLY
