@@ -7,7 +7,6 @@ the recovered texture against the true one), the Khronos glTF validator, and the
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -15,13 +14,12 @@ import numpy as np
 import pytest
 import torch
 import trimesh
+from conftest import needs_blender
 from test_export_validator import validate
 from texture_meshes import bumpy_sphere, covered_texels, emission_scene, write_glb, write_obj
 
 from text3d.cli import main
 from text3d.data.meshfile import InputMesh, MeshInputError, read_mesh
-
-needs_bpy = pytest.mark.skipif(importlib.util.find_spec("bpy") is None, reason="bpy not installed")
 
 
 @pytest.fixture
@@ -301,7 +299,7 @@ def test_a_killed_run_resumes_to_the_same_texture(tmp_path, tiny_model_dir):
 
 
 # ------------------------------------------------------------------------------------ (a) from photos, exact
-@needs_bpy
+@needs_blender
 @pytest.mark.slow
 def test_texture_from_cycles_photos_reaches_30_db_held_out_and_28_db_on_the_texture(tmp_path, capsys):
     from PIL import Image
