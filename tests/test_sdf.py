@@ -123,7 +123,7 @@ def test_the_tracer_finds_closed_form_intersections_and_misses():
         r = _trace(torus, rays=(torch.tensor([[x, 3.0, 0.0]], dtype=F64), down))
         assert bool(r.hit) == hits and abs(float(r.depth.detach()) - depth) < 1e-9, x
         if not hits:
-            assert float(r.opacity) == 0.0 and torch.equal(r.rgb.detach(), torch.ones(1, 3, dtype=F64))
+            assert float(r.opacity.detach()) == 0.0 and torch.equal(r.rgb.detach(), torch.ones(1, 3, dtype=F64))
 
 
 @pytest.mark.parametrize("shape", ["sphere", "box"])
