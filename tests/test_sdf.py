@@ -123,7 +123,9 @@ def test_the_tracer_finds_closed_form_intersections_and_misses():
         r = _trace(torus, rays=(torch.tensor([[x, 3.0, 0.0]], dtype=F64), down))
         assert bool(r.hit) == hits and abs(float(r.depth.detach()) - depth) < 1e-9, x
         if not hits:
-            assert float(r.opacity) == 0.0 and torch.equal(r.rgb.detach(), torch.ones(1, 3, dtype=F64))
+            assert float(r.opacity.detach()) == 0.0 and torch.equal(
+                r.rgb.detach(), torch.ones(1, 3, dtype=F64)
+            )
 
 
 @pytest.mark.parametrize("shape", ["sphere", "box"])
@@ -279,7 +281,7 @@ def test_representation_renders_regularises_and_exports_a_watertight_mesh(tmp_pa
     out = rep.render(cams, 16, 16, SHADER, lit, training=True)
     assert out.rgb.shape == (2, 16, 16, 3) and out.normal is not None and out.depth.shape == (2, 16, 16, 1)
     terms = rep.regularizers(out, 0)
-    assert float(terms["eikonal"]) < 1e-8  # the initial sphere is an exact distance
+    assert float(terms["eikonal"].detach()) < 1e-8  # the initial sphere is an exact distance
     loss = out.rgb.mean() + sum(terms.values())
     loss.backward()
     assert float(rep.field.mlp[-1].weight.grad.abs().sum()) > 0
@@ -298,6 +300,32 @@ def test_representation_renders_regularises_and_exports_a_watertight_mesh(tmp_pa
     assert trimesh.Trimesh(
         *(t.numpy() for t in (rep.asset().mesh.verts, rep.asset().mesh.faces))
     ).is_watertight
+
+
+def test_the_smoothness_term_is_small_on_a_sphere_and_large_on_ripples():
+    """``|n(x) - n(x')|^2`` for neighbours 0.02 apart: on the initial sphere (r 0.5) the normals turn by
+    0.02 / 0.5 rad at most, so the mean is below 2 (1 - cos 0.04) = 1.6e-3; random grid features make ripples."""
+    torch.manual_seed(0)
+    rep = _small_rep(lambda_smooth=1.0, smooth_radius=0.02)
+    cams = turntable_cameras(2, elevation_deg=15.0, distance=2.5, fovy_deg=45.0)
+
+    def smooth() -> torch.Tensor:
+        out = rep.render(cams, 16, 16, SHADER, SHADER.preview(), training=True)
+        return rep.regularizers(out, 0)["smooth"]
+
+    sphere = float(smooth().detach())
+    assert 0 < sphere < 1.6e-3
+    with torch.no_grad():
+        rep.field.encoding.embeddings.uniform_(-0.5, 0.5)
+        rep.field.mlp[-1].weight.normal_(0.0, 0.3)
+    rippled = smooth()
+    print(f"smoothness: sphere {sphere:.2e}, rippled {float(rippled.detach()):.2e}")
+    assert float(rippled.detach()) > 50 * sphere
+    rippled.backward()
+    assert float(rep.field.encoding.embeddings.grad.abs().sum()) > 0
+    assert "smooth" not in _small_rep().regularizers(
+        rep.render(cams, 8, 8, SHADER, SHADER.preview(), True), 0
+    )
 
 
 def test_unknown_silhouette_is_refused():

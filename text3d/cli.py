@@ -184,6 +184,7 @@ def _print_result(result) -> None:
 
 
 FIT_ALIASES: dict[str, tuple[str, ...]] = {
+    "representation": ("coarse.representation",),
     "coarse-steps": ("coarse.steps",),
     "refine-steps": ("refine.steps",),
     "rays": ("coarse.rays_per_step",),
@@ -209,6 +210,7 @@ def fit_config_from_args(args: argparse.Namespace):
         cfg = apply_overrides(cfg, FIT_PRESETS[args.preset])
     cfg = apply_overrides(cfg, _parse_set(args.set))
     flags = {
+        "representation": args.representation,
         "coarse-steps": args.coarse_steps,
         "refine-steps": args.refine_steps,
         "rays": args.rays,
@@ -223,6 +225,8 @@ def fit_config_from_args(args: argparse.Namespace):
         if value is not None:
             for path in FIT_ALIASES[key]:
                 cfg = apply_overrides(cfg, {path: value})
+            if key == "representation" and value == "sdf":  # its zero level is the mesh: no DMTet stage
+                cfg = apply_overrides(cfg, {"refine.steps": "0"})
     if args.data is not None:
         cfg = apply_overrides(cfg, {"data": str(args.data)})
     if args.out:
@@ -436,7 +440,12 @@ def build_parser() -> argparse.ArgumentParser:
         "data", nargs="?", type=Path, help="a folder with transforms.json, sparse/0 + images/, or photos"
     )
     fit.add_argument("--out", help="folder for run folders (default: outputs/)")
-    fit.add_argument("--coarse-steps", type=int, help="NeRF steps (default 2000)")
+    fit.add_argument(
+        "--representation",
+        choices=("nerf", "sdf"),
+        help="nerf (default: NeRF, then a DMTet mesh) or sdf (a sphere-traced SDF; its zero level is the mesh)",
+    )
+    fit.add_argument("--coarse-steps", type=int, help="NeRF (or SDF) steps (default 2000)")
     fit.add_argument("--refine-steps", type=int, help="DMTet steps on whole photos (default 300; 0 skips)")
     fit.add_argument("--rays", type=int, help="random rays per NeRF step (default 4096)")
     fit.add_argument(

@@ -2,6 +2,10 @@
 (the ``coarse`` stage), then a DMTet mesh initialised from it and fitted to whole photos (the ``refine`` stage),
 with the same fields, renderers, trainer and export as text-to-3D.
 
+``coarse.representation=sdf`` fits a sphere-traced signed distance field to the same random rays instead (its mask
+term needs the silhouette gradient of :mod:`text3d.render.sphere_trace`, its eikonal term keeps it a distance); the
+mesh is its zero level, so there is no refine stage (``refine.steps=0``).
+
 The colour is what the cameras saw (an unlit shader: radiance, lighting included). Photos with masks are fitted
 over a solid background of ``views.background`` with a mask term on the opacity; photos without masks get a
 learned background.
@@ -28,12 +32,13 @@ from text3d.render.volume import VolumeRendererConfig
 from text3d.representations.base import Ramp
 from text3d.representations.dmtet import DMTetRepresentation
 from text3d.representations.nerf import NeRFConfig, NeRFRepresentation
+from text3d.representations.sdf import SDFConfig, SDFRepresentation
 from text3d.training.stage import OptimConfig, Stage
 from text3d.training.trainer import TrainerConfig
 from text3d.views import RenderOutput
 from text3d.views.photos import PhotoViews, PhotoViewsConfig
 
-COARSE_REPRESENTATIONS = ("nerf",)
+COARSE_REPRESENTATIONS = ("nerf", "sdf")
 REFINE_REPRESENTATIONS = ("dmtet",)
 VIEW_KINDS = ("photos",)
 SHADER_KINDS = ("unlit",)
@@ -57,10 +62,12 @@ class FitStageConfig:
 
 @dataclass(frozen=True)
 class FitCoarseConfig(FitStageConfig):
-    """The NeRF, fitted to random rays."""
+    """The NeRF (or the SDF), fitted to random rays."""
 
     steps: int = 2000
     representation: str = "nerf"
+    """``nerf`` (set by ``nerf``, ``renderer``, ``occupancy``; the refine stage starts from it) or ``sdf`` (a
+    sphere-traced signed distance field, set by ``sdf``; its zero level is the mesh: needs ``refine.steps=0``)."""
     rays_per_step: int = 4096
     nerf: NeRFFieldConfig = field(
         default_factory=lambda: NeRFFieldConfig(
@@ -74,6 +81,9 @@ class FitCoarseConfig(FitStageConfig):
         default_factory=lambda: OccupancyGridConfig(density_threshold=0.01)
     )
     lambda_sparsity: float = 0.0
+    sdf: SDFConfig = field(default_factory=SDFConfig)
+    """The ``sdf`` representation: field (its ``bound`` is the run's), sphere tracer (``sdf.tracer.silhouette``),
+    eikonal weight, mesh grid."""
 
 
 @dataclass(frozen=True)
@@ -146,6 +156,10 @@ def check_fit_config(cfg: FitConfig) -> None:
     check_kind("background", cfg.background, BACKGROUNDS)
     if cfg.coarse.steps <= 0:
         raise ConfigError("coarse.steps must be > 0: the fit starts with the NeRF (the mesh starts from it)")
+    if cfg.coarse.representation == "sdf" and cfg.refine.steps > 0:
+        raise ConfigError(
+            "the refine stage (DMTet) starts from a NeRF, not an SDF: with coarse.representation=sdf set refine.steps=0"
+        )
 
 
 def background_config(cfg: FitConfig, photos: PhotoSet) -> BackgroundConfig:
@@ -179,11 +193,16 @@ def build_stages(cfg: FitConfig, photos: PhotoSet) -> list[Stage]:
         network_lr_scale=c.optim.network_lr_scale,
     )
     views = dataclasses.replace(cfg.views, rays_per_step=c.rays_per_step, images_per_step=r.images_per_step)
+    if c.representation == "sdf":
+        sdf = dataclasses.replace(c.sdf, field=dataclasses.replace(c.sdf.field, bound=cfg.bound))
+        coarse = SDFRepresentation(sdf, background, c.optim.lr, c.optim.network_lr_scale)
+    else:
+        coarse = NeRFRepresentation(nerf)
     stages = [
         Stage(
             "coarse",
             c.steps,
-            NeRFRepresentation(nerf),
+            coarse,
             PhotoViews(photos, views, mode="rays"),
             UnlitShader(),
             PhotometricObjective(c.photometric),

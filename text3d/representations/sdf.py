@@ -7,7 +7,10 @@ and its normals are the field's gradient; there is no density threshold anywhere
   differentiable by implicit differentiation, normals by autograd, shading through the stage's shader, and a
   differentiable silhouette (``tracer.silhouette``: ``band`` by default, or ``idr``).
 - **Regulariser**: eikonal, ``mean((|grad f| - 1)^2)`` on random points of the scene box and on the last render's
-  hit points, so ``f`` stays a distance (sphere tracing relies on it) and normals stay well defined.
+  hit points, so ``f`` stays a distance (sphere tracing relies on it) and normals stay well defined. Optionally a
+  normal smoothness term (``lambda_smooth``), ``mean(|n(x) - n(x + e)|^2)`` between each hit point and a random
+  neighbour ``smooth_radius`` away (UNISURF / IDR-style): a distance field can ripple at the hash grid's finest
+  cells without breaking the eikonal term, and photos of a textured object only weakly forbid it.
 - **Asset**: marching tets on the zero level of ``-f`` sampled on the tet grid (the tet code wants positive
   inside): exact, no threshold search. Grid vertices on the box's faces count as outside, so the mesh is closed
   even where the shape touches the box.
@@ -44,6 +47,10 @@ class SDFConfig:
     """Weight of ``mean((|grad f| - 1)^2)``."""
     eikonal_points: int = 2048
     """Uniform random points in the scene box per step for the eikonal term (plus the step's hit points)."""
+    lambda_smooth: float = 0.0
+    """Weight of the normal smoothness term at the last training render's hit points (0 = off)."""
+    smooth_radius: float = 0.01
+    """Distance of each hit point's random neighbour in the smoothness term (world units)."""
     mesh_resolution: int = 128
     """Tet grid of the exported surface, in DMTet's naming (``resolution / 2`` cubes per axis; even, 4-512)."""
     cache_dir: str = ""
@@ -104,22 +111,45 @@ class SDFRepresentation(Representation):
         return out
 
     def regularizers(self, out: RenderOutput, step: int) -> dict[str, Tensor]:
-        if self.cfg.lambda_eikonal <= 0:
+        c = self.cfg
+        if c.lambda_eikonal <= 0 and c.lambda_smooth <= 0:
             return {}
-        return {"eikonal": self.cfg.lambda_eikonal * self.eikonal()}
+        eikonal, smooth = self.eikonal_and_smoothness()
+        terms = {}
+        if c.lambda_eikonal > 0:
+            terms["eikonal"] = c.lambda_eikonal * eikonal
+        if c.lambda_smooth > 0 and smooth is not None:
+            terms["smooth"] = c.lambda_smooth * smooth
+        return terms
 
     def eikonal(self) -> Tensor:
         """``mean((|grad f| - 1)^2)`` over uniform points of the box and the last training render's hit points."""
+        return self.eikonal_and_smoothness()[0]
+
+    def eikonal_and_smoothness(self) -> tuple[Tensor, Tensor | None]:
+        """The eikonal term (see :meth:`eikonal`) and, with ``lambda_smooth > 0`` and hit points, the mean
+        ``|n(x) - n(x')|^2`` of unit normals at each hit point ``x`` and ``x'`` a random ``smooth_radius`` away:
+        one batched gradient evaluation for both."""
         p = next(self.field.parameters())
         pts = (
             torch.rand(self.cfg.eikonal_points, 3, device=p.device, dtype=p.dtype) * 2.0 - 1.0
         ) * self.bound
-        if self._last_hits is not None:
-            pts = torch.cat([pts, self._last_hits.to(pts)])
+        hits = None if self._last_hits is None else self._last_hits.to(pts)
+        n_hits = 0 if hits is None else hits.shape[0]
+        smooth = self.cfg.lambda_smooth > 0 and n_hits > 0
+        if hits is not None:
+            pts = torch.cat([pts, hits])
+        if smooth:
+            offset = torch.nn.functional.normalize(torch.randn_like(hits), dim=-1) * self.cfg.smooth_radius
+            pts = torch.cat([pts, hits + offset])
         pts.requires_grad_(True)
         f = self.field.sdf(pts)
         (g,) = torch.autograd.grad(f.sum(), pts, create_graph=True)
-        return ((g.norm(dim=-1) - 1.0) ** 2).mean()
+        eikonal = ((g.norm(dim=-1) - 1.0) ** 2).mean()
+        if not smooth:
+            return eikonal, None
+        n = torch.nn.functional.normalize(g[-2 * n_hits :], dim=-1)
+        return eikonal, ((n[:n_hits] - n[n_hits:]) ** 2).sum(-1).mean()
 
     @torch.no_grad()
     def surface(self, resolution: int | None = None):
