@@ -13,7 +13,7 @@ import json
 
 import numpy as np
 import trimesh
-from test_fit import needs_bpy, suzanne  # noqa: F401  (the cached scene fixture)
+from conftest import needs_blender
 
 from text3d.cli import main
 from text3d.data import Z_UP_TO_Y_UP
@@ -48,7 +48,7 @@ def accuracy(mesh: trimesh.Trimesh, true: trimesh.Trimesh) -> tuple[float, float
     return acc["chamfer"] / diag, acc["normal_deg"]
 
 
-@needs_bpy
+@needs_blender
 def test_an_sdf_fit_exports_a_watertight_mesh_within_0_8_percent_of_the_true_one(suzanne, tmp_path, capsys):  # noqa: F811
     out = tmp_path / "out"
     args = ["fit", str(suzanne.path), "--representation", "sdf", "--out", str(out)]
