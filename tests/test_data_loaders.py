@@ -232,6 +232,11 @@ def _colmap_scene(n=4):
     return cams, pts
 
 
+def _txt(values) -> str:
+    """Exact decimal text of floats, as COLMAP writes them (``repr`` of a numpy 2 scalar would add its type)."""
+    return " ".join(repr(float(v)) for v in values)
+
+
 def _write_colmap(
     root: Path, binary: bool, cams, pts, model=("OPENCV", (20.0, 21.0, 15.5, 10.0, 0.01, 0.0, 0.0, 0.0))
 ):
@@ -265,10 +270,10 @@ def _write_colmap(
         (sparse / "cameras.txt").write_text(f"# Camera list\n7 {name} 30 20 {' '.join(map(str, params))}\n")
         lines = ["# Image list"]
         for i, (q, t, _, _) in enumerate(cams):
-            lines += [f"{100 + i} {' '.join(map(repr, q))} {' '.join(map(repr, t))} 7 img{i}.png", ""]
+            lines += [f"{100 + i} {_txt(q)} {_txt(t)} 7 img{i}.png", ""]
         (sparse / "images.txt").write_text("\n".join(lines) + "\n")
         (sparse / "points3D.txt").write_text(
-            "\n".join(f"{j + 1} {p[0]!r} {p[1]!r} {p[2]!r} 10 20 30 0.5 1 0" for j, p in enumerate(pts))
+            "\n".join(f"{j + 1} {_txt(p)} 10 20 30 0.5 1 0" for j, p in enumerate(pts))
             + "\n"
         )
 
