@@ -73,6 +73,23 @@ def _tiny_fit_config():
     )
 
 
+def _tiny_texture_config():
+    """``text3d texture`` at test size, as the "Texture a mesh" tab's base."""
+    from text3d.recipes.texture import TextureConfig
+
+    return apply_overrides(
+        TextureConfig(device="cpu"),
+        {
+            "resolution": "32",
+            "colour.texture_size": "64",
+            "trainer.progress_bar": "false",
+            "trainer.preview_every": "5",
+            "trainer.video_frames": "4",
+            "export.texture_size": "64",
+        },
+    )
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -313,6 +330,7 @@ def web(tiny_model_dir, tmp_path_factory):
         prompts_dir=REPO / "prompts",
         poll_s=0.25,
         fit_config=_tiny_fit_config(),
+        texture_config=_tiny_texture_config(),
     )
     app.launch(host="127.0.0.1", port=_free_port(), prevent_thread_lock=True, quiet=True)
     yield app
@@ -580,6 +598,37 @@ def test_browser_photos_tab_uploads_a_posed_set_and_shows_progress_then_the_view
     record = json.loads((job.run_dir / "run.json").read_text())
     assert record["kind"] == "fit" and record["data"]["images"] == {"train": 40, "val": 0, "test": 8}
     assert (job.run_dir / "metrics.json").is_file()
+
+
+@pytest.mark.browser
+def test_browser_texture_tab_uploads_an_obj_and_shows_progress_then_the_viewer(page, web, tmp_path):
+    """Issue 14 (f): a small OBJ and a prompt on "Texture a mesh": live progress, then the textured mesh in the 3D
+    viewer, with the input's faces kept."""
+    import trimesh
+
+    mesh = trimesh.creation.capsule(height=0.6, radius=0.3, count=[12, 12])
+    obj = tmp_path / "capsule.obj"
+    mesh.export(obj)
+    before = len(web.runner.jobs())
+    page.locator("#texture-tab-button").click()
+    page.locator("#texture-mesh input[type=file]").set_input_files(str(obj))
+    page.locator("#texture-mesh").get_by_text("capsule.obj").first.wait_for()
+    page.locator("#texture-prompt textarea").fill("a red capsule")
+    page.locator("#texture-steps input").fill("30")
+    page.locator("#texture-steps input").press("Tab")
+    page.locator("#texture").click()
+    page.wait_for_function(
+        "() => /Running · stage texture · step \\d+ \\/ 30/.test(document.querySelector('#status').innerText)"
+    )
+    page.wait_for_function(
+        "() => document.querySelector('#status').innerText.includes('Done')", timeout=180_000
+    )
+    page.locator("#model3d canvas").wait_for(state="visible", timeout=30_000)
+    page.locator("#downloads").get_by_text(".glb").first.wait_for()
+    (job,) = _new_jobs(web, before)
+    assert job.status is JobStatus.COMPLETED, job.error
+    glb = next(p for p in job.result.meshes if p.suffix == ".glb")
+    assert len(trimesh.load(glb, force="mesh").faces) == len(mesh.faces)
 
 
 @pytest.mark.browser

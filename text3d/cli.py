@@ -279,17 +279,11 @@ TEXTURE_ALIASES: dict[str, tuple[str, ...]] = {
 }
 """``text3d texture`` flags, mapped to the TextureConfig fields they set."""
 
-TEXTURE_PRESETS: dict[str, dict[str, str]] = {
-    "quality": {},
-    "fast": {"steps": "400"},
-    "toy": {"model.model_id": "toy", "resolution": "32", "steps": "150", "colour.texture_size": "256"},
-}
-
 
 def texture_config_from_args(args: argparse.Namespace):
     """Defaults <- preset <- --config file <- --set <- explicit flags (as for generate)."""
     from text3d.config import apply_overrides, load_config
-    from text3d.recipes.texture import TextureConfig
+    from text3d.recipes.texture import TEXTURE_PRESETS, TextureConfig
 
     cfg = load_config(args.config, TextureConfig) if args.config else TextureConfig()
     if args.preset:

@@ -85,8 +85,10 @@ class JobSnapshot:
         return self.status.done
 
 
-JobWork = Callable[[object, Callable[[Progress], None], Path], RunResult]
-"""A job that needs no diffusion model, e.g. a photo fit: ``work(cfg, callback, run_dir) -> RunResult``."""
+JobWork = Callable[[object, Callable[[Progress], None], Path, object], RunResult]
+"""A job other than :func:`generate`: ``work(cfg, callback, run_dir, guidance) -> RunResult``, where ``guidance`` is
+the app's loaded diffusion model if the job was submitted with ``needs_model`` (texturing from a prompt), else
+``None`` (a photo fit)."""
 
 
 @dataclass
@@ -98,6 +100,7 @@ class _Job:
     cancel: threading.Event = field(default_factory=threading.Event)
     work: JobWork | None = None
     """``None``: :func:`generate` on the loaded model."""
+    needs_model: bool = True
 
 
 GuidanceLoader = Callable[[], object]
@@ -150,12 +153,18 @@ class JobRunner:
 
     # ------------------------------------------------------------------ public API (any thread)
     def submit(
-        self, cfg: GenerateConfig, owner: str = "", work: JobWork | None = None, title: str = ""
+        self,
+        cfg: GenerateConfig,
+        owner: str = "",
+        work: JobWork | None = None,
+        title: str = "",
+        needs_model: bool = False,
     ) -> JobSnapshot:
         """Queue a run of ``cfg``; returns its first snapshot (status ``queued``, with its position).
 
-        ``work`` runs a job of another kind (a photo fit: ``cfg`` is then its config, ``title`` names it and its run
-        folder); it shares the queue, since it shares the device, but never loads the diffusion model.
+        ``work`` runs a job of another kind (a photo fit, a texture: ``cfg`` is then its config, ``title`` names it
+        and its run folder); it shares the queue, since it shares the device, and gets the loaded diffusion model
+        only when ``needs_model``.
 
         Raises:
             PromptError: the prompt is empty (checked here so that no job and no run folder is created).
@@ -186,7 +195,7 @@ class JobRunner:
                 submitted_at=time.time(),
                 stages=planned_stages(cfg),
             )
-            job = _Job(job_id, cfg, owner, snap, work=work)
+            job = _Job(job_id, cfg, owner, snap, work=work, needs_model=work is None or needs_model)
             self._jobs[job_id] = job
             self._queue.append(job)
             self._renumber()
@@ -325,10 +334,11 @@ class JobRunner:
     def _run(self, job: _Job) -> None:
         try:
             notes: tuple[str, ...] = ()
-            if job.work is None:
+            guidance = None
+            if job.needs_model:
                 guidance = self._ensure_guidance()
                 truncation = getattr(guidance, "truncation_notes", None)  # shown to the user, not only logged
-                if truncation:
+                if truncation and job.cfg.prompt:
                     notes = tuple(truncation(job.cfg.prompt, job.cfg.negative_prompt))
             if job.cancel.is_set():
                 raise Cancelled()
@@ -346,7 +356,7 @@ class JobRunner:
             if job.work is None:
                 result = generate(job.cfg, guidance=guidance, callback=on_progress, run_dir=run_dir)
             else:
-                result = job.work(job.cfg, on_progress, run_dir)
+                result = job.work(job.cfg, on_progress, run_dir, guidance)
             outcome = {"status": JobStatus.COMPLETED, "result": result}
         except Cancelled:
             outcome = {"status": JobStatus.CANCELLED}

@@ -19,6 +19,7 @@ import os
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported: no calls home
 
+import contextlib
 import shutil
 import tempfile
 import threading
@@ -42,6 +43,7 @@ from text3d.guidance.stable_diffusion import WEIGHTINGS
 from text3d.pipeline import slugify
 from text3d.recipes.fit import FIT_PRESETS, FitConfig
 from text3d.recipes.text_to_3d import RefineStageConfig
+from text3d.recipes.texture import TEXTURE_PRESETS, TextureConfig
 from text3d.validation import MAX_TEXTURE, MIN_RESOLUTION, MIN_TEXTURE, check_settings
 
 MAX_SESSIONS = 10_000
@@ -105,6 +107,7 @@ class WebApp:
         fit_config: settings every "From photos" job (``text3d fit``) starts from; its preset and the tab's
             values are applied on top.
         fit_preset: the photo tab's preset when the page opens.
+        texture_config, texture_preset: the same for the "Texture a mesh" tab (``text3d texture``).
     """
 
     def __init__(
@@ -119,6 +122,8 @@ class WebApp:
         preload: bool = False,
         fit_config: FitConfig | None = None,
         fit_preset: str = "fast",
+        texture_config: TextureConfig | None = None,
+        texture_preset: str = "fast",
     ):
         if base_config.trainer.preview_every_s <= 0:
             base_config = apply_overrides(base_config, {"trainer.preview_every_s": PREVIEW_EVERY_S})
@@ -131,6 +136,9 @@ class WebApp:
         self.fit_base = fit_config or FitConfig(device=base_config.device)
         """Settings every "From photos" job starts from (its output folder is always the app's)."""
         self.fit_preset = fit_preset
+        self.texture_base = texture_config or TextureConfig(device=base_config.device)
+        """Settings every "Texture a mesh" job starts from (the model is the app's, already loaded)."""
+        self.texture_preset = texture_preset
         self.poll_s = poll_s
         self.out_dir = Path(base_config.out_dir).resolve()
         self.prompts_dir = Path(prompts_dir)
@@ -377,6 +385,71 @@ class WebApp:
 
         return fit_photos
 
+    def _texture_config(
+        self,
+        mesh: str | None,
+        prompt: str,
+        concept: str | None,
+        photos: list[str] | None,
+        preset: str,
+        steps: float | None,
+    ) -> tuple[TextureConfig, str, bool]:
+        """The texture job's config, title and whether it needs the diffusion model. The mode follows what was
+        given: photos (photometric), a concept image with a prompt, or a prompt alone (SDS)."""
+        if preset not in TEXTURE_PRESETS:
+            raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(TEXTURE_PRESETS)}")
+        if not mesh:
+            raise ConfigError("no mesh: upload a GLB, glTF, OBJ or PLY file")
+        if steps is not None and (steps != int(steps) or steps < 1):
+            raise ConfigError(f"Steps must be a whole number ≥ 1, got {steps:g}")
+        prompt = (prompt or "").strip()
+        # the preset's own model (the toy one) is not switched to: the app's model is loaded already
+        overrides = {k: v for k, v in TEXTURE_PRESETS[preset].items() if not k.startswith("model.")}
+        overrides.update(mesh=str(mesh), out_dir=str(self.out_dir), prompt=prompt)
+        if steps is not None:
+            overrides["steps"] = str(int(steps))
+        if photos:
+            upload = self.out_dir / ".uploads" / f"texture-photos-{uuid.uuid4().hex[:6]}"
+            try:
+                overrides["images"] = str(stage_photos(photos, upload))
+            except Text3DError:
+                shutil.rmtree(upload, ignore_errors=True)
+                raise
+        elif not prompt:
+            raise ConfigError("type a prompt (what the mesh should look like) or add photos of it")
+        if concept and not photos:
+            overrides["image"] = str(concept)
+        cfg = apply_overrides(self.texture_base, overrides)
+        title = f"texture {Path(mesh).stem}" + (f" {prompt}" if prompt else "")
+        return cfg, title, not photos
+
+    def _texture_fn(self):
+        app = self
+
+        def texture_mesh(
+            mesh: str | None,
+            prompt: str,
+            concept: str | None,
+            photos: list[str] | None,
+            preset: str,
+            steps: float | None,
+            request: gr.Request,
+        ) -> Iterator[tuple]:
+            """Texture an uploaded mesh (``text3d texture``) from a prompt, a concept image + prompt, or posed
+            photos; its geometry and UVs are kept. Streams status and preview, ends with video, GLB, downloads."""
+            try:
+                cfg, title, needs_model = app._texture_config(
+                    mesh, prompt, concept, photos, preset or app.texture_preset, steps
+                )
+                snap = app.runner.submit(
+                    cfg, owner=app._owner(request), work=_texture_work, title=title, needs_model=needs_model
+                )
+            except Text3DError as err:
+                raise gr.Error(toast(err), title="Nothing was started") from None
+            yield from app._follow(snap)
+
+        return texture_mesh
+
     def _cancel_fn(self):
         app = self
 
@@ -601,6 +674,58 @@ class WebApp:
                             with gr.Row():
                                 fit_btn = gr.Button("Fit", variant="primary", elem_id="fit")
                                 fit_cancel_btn = gr.Button("Cancel", variant="stop", elem_id="fit-cancel")
+                        with gr.Tab("Texture a mesh", elem_id="texture-tab"):
+                            gr.Markdown(
+                                "Your mesh keeps its vertices, faces and UVs; only a new base-colour texture is "
+                                "made. Describe it, add one concept image (taken as the front view), or add posed "
+                                "photos of the object."
+                            )
+                            tex_mesh = gr.File(
+                                label="Mesh (GLB, glTF, OBJ or PLY)",
+                                file_count="single",
+                                file_types=[".glb", ".gltf", ".obj", ".ply"],
+                                type="filepath",
+                                elem_id="texture-mesh",
+                            )
+                            tex_prompt = gr.Textbox(
+                                label="Prompt",
+                                placeholder="a weathered bronze statue",
+                                lines=2,
+                                max_lines=4,
+                                elem_id="texture-prompt",
+                            )
+                            with gr.Accordion("Concept image or photos", open=False):
+                                tex_concept = gr.Image(
+                                    label="Concept image (front view; with the prompt)",
+                                    type="filepath",
+                                    elem_id="texture-concept",
+                                )
+                                tex_photos = gr.File(
+                                    label="Posed photos + transforms.json, or one zip (instead of a prompt)",
+                                    file_count="multiple",
+                                    file_types=["image", ".json", ".zip"],
+                                    elem_id="texture-photos",
+                                )
+                            with gr.Row():
+                                tex_preset = gr.Dropdown(
+                                    list(TEXTURE_PRESETS),
+                                    value=self.texture_preset,
+                                    label="Preset",
+                                    elem_id="texture-preset",
+                                    min_width=100,
+                                )
+                                tex_steps = gr.Number(
+                                    value=None,
+                                    label="Steps",
+                                    precision=0,
+                                    minimum=1,
+                                    info="empty = preset",
+                                    elem_id="texture-steps",
+                                    min_width=100,
+                                )
+                            with gr.Row():
+                                tex_btn = gr.Button("Texture", variant="primary", elem_id="texture")
+                                tex_cancel_btn = gr.Button("Cancel", variant="stop", elem_id="texture-cancel")
                 with gr.Column(scale=3, min_width=360):
                     # user text in it is escaped (status.text); no TeX either, so "$$" in a prompt stays text
                     status = gr.Markdown("Ready.", elem_id="status", latex_delimiters=[])
@@ -706,6 +831,20 @@ class WebApp:
             fitted.success(
                 _show_model, model_file, model_3d, api_visibility="private", show_progress="hidden"
             )
+            tex_cancel_btn.click(
+                self._cancel_fn(), None, status, api_visibility="private", queue=False, show_progress="hidden"
+            )
+            textured = tex_btn.click(fn=None, js="() => null", outputs=[model_3d], queue=False).then(
+                self._texture_fn(),
+                inputs=[tex_mesh, tex_prompt, tex_concept, tex_photos, tex_preset, tex_steps],
+                outputs=[status, preview_img, video, model_file, downloads, gallery, run_dirs],
+                api_name="texture",
+                concurrency_limit=None,
+                show_progress="hidden",
+            )
+            textured.success(
+                _show_model, model_file, model_3d, api_visibility="private", show_progress="hidden"
+            )
             preset.change(
                 self._preset_fn(knob_names),
                 preset,
@@ -737,13 +876,28 @@ class WebApp:
         return blocks
 
 
-def _fit_work(cfg: FitConfig, callback, run_dir: Path):
-    """A "From photos" job: :func:`text3d.fitting.fit` into the runner's run folder. A photo set that turns out
-    unusable (e.g. structure-from-motion registers too few photos) leaves no empty run folder behind."""
+def _fit_work(cfg: FitConfig, callback, run_dir: Path, guidance=None):
+    """A "From photos" job: :func:`text3d.fitting.fit` into the runner's run folder."""
     from text3d.fitting import fit
 
-    try:
+    with _no_empty_run_dir(run_dir):
         return fit(cfg, callback=callback, run_dir=run_dir)
+
+
+def _texture_work(cfg: TextureConfig, callback, run_dir: Path, guidance=None):
+    """A "Texture a mesh" job: :func:`text3d.texturing.texture` on the app's loaded model (when it has a prompt)."""
+    from text3d.texturing import texture
+
+    with _no_empty_run_dir(run_dir):
+        return texture(cfg, guidance=guidance, callback=callback, run_dir=run_dir)
+
+
+@contextlib.contextmanager
+def _no_empty_run_dir(run_dir: Path) -> Iterator[None]:
+    """Input that turns out unusable once the job runs (structure-from-motion registers too few photos, a mesh
+    file that is not one) leaves no empty run folder behind."""
+    try:
+        yield
     except Text3DError:
         if not (Path(run_dir) / "run.json").exists():
             shutil.rmtree(run_dir, ignore_errors=True)

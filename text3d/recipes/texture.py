@@ -95,6 +95,14 @@ class TextureConfig:
     """``formats`` (glb, obj) and, for the ``field`` colour, ``texture_size`` of the bake."""
 
 
+TEXTURE_PRESETS: dict[str, dict[str, str]] = {
+    "quality": {},
+    "fast": {"steps": "400"},
+    "toy": {"model.model_id": "toy", "resolution": "32", "steps": "150", "colour.texture_size": "256"},
+}
+"""``text3d texture --preset`` and the web app's "Texture a mesh" tab: overrides applied on top of the defaults."""
+
+
 def mode(cfg: TextureConfig) -> str:
     """``prompt``, ``photos`` or ``concept``, from which inputs are given.
 
