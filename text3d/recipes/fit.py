@@ -23,7 +23,7 @@ from text3d.errors import ConfigError
 from text3d.export.exporter import ExportConfig
 from text3d.fields.dmtet import DMTetConfig
 from text3d.fields.encoding import HashGridConfig
-from text3d.fields.nerf import BackgroundConfig, NeRFFieldConfig
+from text3d.fields.nerf import NORMAL_KINDS, BackgroundConfig, NeRFFieldConfig
 from text3d.fields.occupancy import OccupancyGridConfig
 from text3d.objectives.photometric import PhotometricConfig, PhotometricObjective
 from text3d.recipes.text_to_3d import check_kind, dmtet_config
@@ -152,6 +152,7 @@ def check_fit_config(cfg: FitConfig) -> None:
         check_kind(f"{name}.views", stage.views, VIEW_KINDS)
         check_kind(f"{name}.shader", stage.shader, SHADER_KINDS)
         check_kind(f"{name}.objective", stage.objective, OBJECTIVE_KINDS)
+    check_kind("coarse.nerf.normals", cfg.coarse.nerf.normals, NORMAL_KINDS)
     check_kind("placement", cfg.placement, PLACEMENTS)
     check_kind("background", cfg.background, BACKGROUNDS)
     if cfg.coarse.steps <= 0:

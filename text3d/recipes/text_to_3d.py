@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from text3d.cameras import CameraSamplerConfig
 from text3d.errors import ConfigError
 from text3d.fields.dmtet import DMTetConfig
-from text3d.fields.nerf import BackgroundConfig, NeRFFieldConfig
+from text3d.fields.nerf import NORMAL_KINDS, BackgroundConfig, NeRFFieldConfig
 from text3d.fields.occupancy import OccupancyGridConfig
 from text3d.guidance.prompts import TextEmbeddings
 from text3d.guidance.stable_diffusion import SDSConfig, StableDiffusionGuidance
@@ -121,6 +121,7 @@ def check_kinds(coarse: CoarseStageConfig, refine: RefineStageConfig) -> None:
         check_kind(f"{name}.views", cfg.views, VIEW_KINDS)
         check_kind(f"{name}.shader", cfg.shader, SHADER_KINDS)
         check_kind(f"{name}.objective", cfg.objective, OBJECTIVE_KINDS)
+    check_kind("coarse.nerf.normals", coarse.nerf.normals, NORMAL_KINDS)
     if coarse.representation == "sdf" and refine.steps > 0:
         raise ConfigError(
             "the refine stage (DMTet) starts from a NeRF, not an SDF: with coarse.representation=sdf set refine.steps=0"
