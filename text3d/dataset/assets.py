@@ -219,7 +219,7 @@ def primitive(kind: str, color: tuple[float, float, float]) -> MeshAsset:
         "box": lambda: trimesh.creation.box(extents=(1.0, 1.0, 1.0)),
         "icosphere": lambda: trimesh.creation.icosphere(subdivisions=2, radius=0.5),
         "cylinder": lambda: trimesh.creation.cylinder(radius=0.5, height=1.0, sections=24),
-        "torus": lambda: trimesh.creation.torus(major_radius=0.35, minor_radius=0.15),
+        "torus": lambda: trimesh.creation.torus(major_radius=0.35, minor_radius=0.15, major_sections=24, minor_sections=12),
     }
     mesh = makers[kind]()
     mesh.visual.face_colors = np.append(np.round(np.asarray(color) * 255), 255).astype(np.uint8)
