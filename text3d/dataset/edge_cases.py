@@ -165,8 +165,8 @@ class BrightnessTarget(Target):
 
     def bake(self, scene) -> None:
         with torch.no_grad():
-            scene.light_intensity = float(self.log_intensity.exp())
-            scene.ambient = float(self.log_ambient.exp())
+            scene.light_intensity = float(self.log_intensity.detach().exp())
+            scene.ambient = float(self.log_ambient.detach().exp())
             d = self.direction.detach().cpu().numpy().astype(np.float64)
             scene.light_direction = d / np.linalg.norm(d)
 
