@@ -34,6 +34,9 @@ from text3d.dataset.scene import Placed, Render, Scene, clip_positions, render_s
 from text3d.errors import ConfigError
 
 _LUMA = (0.2126, 0.7152, 0.0722)
+STOP_FRACTION = 0.5
+"""The search stops once every value is within this fraction of the tolerance, so the picture written (whose
+value is measured again after the knobs are baked into the scene) lands well inside the band."""
 
 
 @dataclass
@@ -161,7 +164,7 @@ class BrightnessTarget(Target):
         return luminance(render, subject)
 
     def exact(self, scene, subject, render, size, device) -> float:
-        return float(luminance(render, subject))
+        return float(luminance(render, subject).detach())
 
     def bake(self, scene) -> None:
         with torch.no_grad():
@@ -271,7 +274,7 @@ def search(
                 light=knobs.light, soft_object=subject,
             )  # fmt: skip
             exact = {t.name: t.exact(scene, subject, r, size, device) for t in targets}
-            if all(abs(exact[t.name] - t.goal) <= cfg.tolerance for t in targets):
+            if all(abs(exact[t.name] - t.goal) <= STOP_FRACTION * cfg.tolerance for t in targets):
                 break
             loss = sum((t.soft(r, scene, subject, knobs) - t.goal) ** 2 for t in targets)
             opt.zero_grad(set_to_none=True)
