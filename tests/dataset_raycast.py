@@ -9,8 +9,8 @@ camera (looking down -Z) with the recorded vertical field of view.
 
 from __future__ import annotations
 
-import math
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +21,9 @@ PRIMITIVES = {
     "primitive:box": lambda: trimesh.creation.box(extents=(1.0, 1.0, 1.0)),
     "primitive:icosphere": lambda: trimesh.creation.icosphere(subdivisions=2, radius=0.5),
     "primitive:cylinder": lambda: trimesh.creation.cylinder(radius=0.5, height=1.0, sections=24),
-    "primitive:torus": lambda: trimesh.creation.torus(major_radius=0.35, minor_radius=0.15, major_sections=24, minor_sections=12),
+    "primitive:torus": lambda: trimesh.creation.torus(
+        major_radius=0.35, minor_radius=0.15, major_sections=24, minor_sections=12
+    ),
 }
 
 _CACHE: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -153,7 +155,12 @@ def check_yolo_labels(det: Path | None, seg: Path | None, min_pixels: int, exact
             visible = int(mask.sum())
             # The dataset's count differs from the strict one by tie pixels at most.
             slack = int((tie & ((strict.object_id == k) | (loose.object_id == k))).sum())
-            assert abs(obj["visible_pixels"] - visible) <= slack, (meta["image"], k, obj["visible_pixels"], visible)
+            assert abs(obj["visible_pixels"] - visible) <= slack, (
+                meta["image"],
+                k,
+                obj["visible_pixels"],
+                visible,
+            )
             stats["tie_pixels"] += abs(obj["visible_pixels"] - visible)
             if obj["class_id"] is None:
                 assert not obj["labelled"]

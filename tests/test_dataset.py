@@ -51,7 +51,12 @@ def test_labels_match_an_independent_id_render(assets, tmp_path):
     assert stats["worst_iou"] >= 0.99 and stats["worst_area"] <= 0.02 and stats["checked_exact"] >= 60
     assert stats["tie_pixels"] <= 1e-3 * stats["object_pixels"]
     # The check saw the hard cases: objects hidden by others, cut by the border, masks with holes or pieces.
-    assert stats["labels"] >= 80 and stats["hidden"] >= 1 and stats["truncated"] >= 5 and stats["joined_loops"] >= 3
+    assert (
+        stats["labels"] >= 80
+        and stats["hidden"] >= 1
+        and stats["truncated"] >= 5
+        and stats["joined_loops"] >= 3
+    )
 
 
 def test_the_check_rejects_wrong_labels(assets, tmp_path):
@@ -81,7 +86,9 @@ def test_coco_masks_match_the_id_render(assets, tmp_path):
     cfg = small(images=8, format="coco")
     rle = build_dataset(list(assets.values()), tmp_path / "rle", cfg)
     poly = build_dataset(
-        list(assets.values()), tmp_path / "poly", dataclasses.replace(cfg, labels=dataclasses.replace(cfg.labels, coco_masks="polygon"))
+        list(assets.values()),
+        tmp_path / "poly",
+        dataclasses.replace(cfg, labels=dataclasses.replace(cfg.labels, coco_masks="polygon")),
     )
     docs = {}
     for root in (rle.out, poly.out):
@@ -114,7 +121,11 @@ def test_coco_masks_match_the_id_render(assets, tmp_path):
 
 def _files(root: Path) -> dict[str, bytes]:
     skip = {"data.yaml", "dataset.yaml"}  # they name the folder itself
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file() and p.name not in skip}
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name not in skip
+    }
 
 
 def test_same_seed_same_bytes(assets, tmp_path):
@@ -129,7 +140,20 @@ def test_same_seed_same_bytes(assets, tmp_path):
     from text3d.cli import main
 
     saved = a.out / "dataset.yaml"
-    assert main(["dataset", *map(str, assets.values()), "--out", str(tmp_path / "d"), "--config", str(saved), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "dataset",
+                *map(str, assets.values()),
+                "--out",
+                str(tmp_path / "d"),
+                "--config",
+                str(saved),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert _files(tmp_path / "d") == fa
 
 
@@ -176,7 +200,9 @@ def test_bad_input_one_line_each(assets, tmp_path, capsys):
     assert not out.exists()
     # A known class mapping works and several assets may share a class.
     classes.write_text("ring: toy\ncone: toy\ncapsule: pill\n")
-    code, _ = _cli(capsys, ring, cone, capsule, "--classes", classes, "--out", out, "--images", "2", "--size", "48")
+    code, _ = _cli(
+        capsys, ring, cone, capsule, "--classes", classes, "--out", out, "--images", "2", "--size", "48"
+    )
     assert code == 0
     assert yaml.safe_load((out / "data.yaml").read_text())["names"] == {0: "toy", 1: "pill"}
 

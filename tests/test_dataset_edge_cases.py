@@ -72,6 +72,12 @@ def test_targets_are_parsed_and_extensible():
         TARGETS["occlusion"],
         BrightnessTarget,
     ]
-    for bad in ("occlusion", "glare=0.3", "brightness=dark", "brightness=-0.1", "occlusion=0.2,occlusion=0.3"):
+    for bad in (
+        "occlusion",
+        "glare=0.3",
+        "brightness=dark",
+        "brightness=-0.1",
+        "occlusion=0.2,occlusion=0.3",
+    ):
         with pytest.raises(ConfigError):
             parse_targets(bad.split(","))

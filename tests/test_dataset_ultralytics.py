@@ -69,7 +69,11 @@ def _ultralytics(task: str, data_yaml: Path, tmp_path: Path, *extra: str) -> dic
     env = {**os.environ, "YOLO_OFFLINE": "1", "YOLO_CONFIG_DIR": str(tmp_path / "yolo-config")}
     env.pop("PYTHONPATH", None)
     proc = subprocess.run(
-        [str(PYTHON), "-c", SCRIPT, task, str(data_yaml), *extra], env=env, capture_output=True, text=True, timeout=300
+        [str(PYTHON), "-c", SCRIPT, task, str(data_yaml), *extra],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(x for x in proc.stdout.splitlines() if x.startswith("REPORT "))
@@ -99,7 +103,9 @@ def test_ultralytics_accepts_the_dataset(fmt, task, tmp_path):
     assert all(s["corrupt"] == 0 and s["missing"] == 0 for s in splits.values())
     assert splits["train"]["total"] == 12 and splits["val"]["total"] == 4
     assert sum(s["found"] for s in splits.values()) == 16
-    assert sum(s["empty"] for s in splits.values()) == empty >= 1  # background-only images are kept, unlabelled
+    assert (
+        sum(s["empty"] for s in splits.values()) == empty >= 1
+    )  # background-only images are kept, unlabelled
     assert sum(s["instances"] for s in splits.values()) == rows
     if task == "segment":
         # Ultralytics fills each polygon with cv2.fillPoly on pixel centres: a pixel-edge ring gains about half

@@ -89,11 +89,15 @@ def read_mesh(path: Path, class_name: str) -> MeshAsset:
     import trimesh
 
     if path.suffix.lower() not in MESH_SUFFIXES:
-        raise ConfigError(f"asset {path} has an unknown format; give .glb, .gltf or .obj files, run or batch folders")
+        raise ConfigError(
+            f"asset {path} has an unknown format; give .glb, .gltf or .obj files, run or batch folders"
+        )
     try:
         mesh = trimesh.load(path, force="mesh", process=False)
     except Exception as err:  # trimesh raises many kinds for a broken file
-        raise ConfigError(f"asset {path} could not be read as a mesh: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+        raise ConfigError(
+            f"asset {path} could not be read as a mesh: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
+        ) from None
     if not hasattr(mesh, "faces"):
         raise ConfigError(f"asset {path} has no faces; give a mesh with triangles")
     return _from_trimesh(mesh, str(path), class_name, path)
@@ -131,7 +135,9 @@ def resolve_sources(items: list[str | Path]) -> list[AssetSource]:
         ConfigError: no assets, a missing path, an unknown format, or a folder with no usable mesh.
     """
     if not items:
-        raise ConfigError("no assets given: text3d dataset ASSET... (GLB / OBJ files, run folders or batch folders)")
+        raise ConfigError(
+            "no assets given: text3d dataset ASSET... (GLB / OBJ files, run folders or batch folders)"
+        )
     out: list[AssetSource] = []
     for item in items:
         path = Path(item)
@@ -152,7 +158,9 @@ def resolve_sources(items: list[str | Path]) -> list[AssetSource]:
             runs = sorted(p for p in path.iterdir() if (p / "run.json").is_file())
             done = [p for p in runs if (_run_info(p) or {}).get("status") == "completed" and _run_mesh(p)]
             if not done:
-                raise ConfigError(f"folder {path} holds no completed text3d run with a mesh (and is no run folder)")
+                raise ConfigError(
+                    f"folder {path} holds no completed text3d run with a mesh (and is no run folder)"
+                )
             for run in done:
                 prompt = str((_run_info(run) or {}).get("prompt") or run.name)
                 out.append(AssetSource(_run_mesh(run), prompt, run.name))
@@ -179,7 +187,13 @@ def class_for(source: AssetSource, mapping: dict[str, str] | None, mapping_path:
     """The class of ``source``: the mapping's entry for it (by any of its names), else its default."""
     if mapping is None:
         return source.default_class
-    for key in (source.key, str(source.path), source.path.name, source.path.stem, source.path.parent.parent.name):
+    for key in (
+        source.key,
+        str(source.path),
+        source.path.name,
+        source.path.stem,
+        source.path.parent.parent.name,
+    ):
         if key in mapping:
             return mapping[key]
     raise ConfigError(f"classes file {mapping_path} has no entry for asset {source.key}")
@@ -219,7 +233,9 @@ def primitive(kind: str, color: tuple[float, float, float]) -> MeshAsset:
         "box": lambda: trimesh.creation.box(extents=(1.0, 1.0, 1.0)),
         "icosphere": lambda: trimesh.creation.icosphere(subdivisions=2, radius=0.5),
         "cylinder": lambda: trimesh.creation.cylinder(radius=0.5, height=1.0, sections=24),
-        "torus": lambda: trimesh.creation.torus(major_radius=0.35, minor_radius=0.15, major_sections=24, minor_sections=12),
+        "torus": lambda: trimesh.creation.torus(
+            major_radius=0.35, minor_radius=0.15, major_sections=24, minor_sections=12
+        ),
     }
     mesh = makers[kind]()
     mesh.visual.face_colors = np.append(np.round(np.asarray(color) * 255), 255).astype(np.uint8)

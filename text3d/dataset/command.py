@@ -45,7 +45,9 @@ def add_dataset_parser(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     p.add_argument("--device", help="cpu (default), cuda, ...")
     p.add_argument("--config", type=Path, help="a YAML file of settings")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any setting by dotted path")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="any setting by dotted path"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_dataset)
@@ -65,7 +67,9 @@ def config_from_args(args: argparse.Namespace):
         except FileNotFoundError:
             raise ConfigError(f"config file {args.config} does not exist") from None
         except yaml.YAMLError as err:
-            raise ConfigError(f"config file {args.config} is not valid YAML: {str(err).splitlines()[0]}") from None
+            raise ConfigError(
+                f"config file {args.config} is not valid YAML: {str(err).splitlines()[0]}"
+            ) from None
         if isinstance(data, dict) and isinstance(data.get("config"), dict):
             data = data["config"]  # a dataset.yaml
         if not isinstance(data, dict):

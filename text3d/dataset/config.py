@@ -174,15 +174,23 @@ def check_config(cfg: DatasetConfig) -> None:
         value = _get(cfg, path)
         why = check(value)
         if why is not None:
-            flag = {"images": "--images", "size": "--size", "val": "--val", "format": "--format"}.get(path, path)
+            flag = {"images": "--images", "size": "--size", "val": "--val", "format": "--format"}.get(
+                path, path
+            )
             raise ConfigError(f"{flag} must be {why}, got {value!r}")
     if cfg.scene.objects[0] < 0 or cfg.scene.objects[1] < 1:
         raise ConfigError(f"scene.objects must allow at least one object, got {cfg.scene.objects!r}")
     if cfg.scene.size[0] <= 0:
         raise ConfigError(f"scene.size must be positive, got {cfg.scene.size!r}")
-    weights = cfg.background.procedural + cfg.background.solid + (cfg.background.images if cfg.background.folder else 0)
+    weights = (
+        cfg.background.procedural
+        + cfg.background.solid
+        + (cfg.background.images if cfg.background.folder else 0)
+    )
     if weights <= 0:
-        raise ConfigError("background weights are all 0: give background.procedural, solid or images (with a folder)")
+        raise ConfigError(
+            "background weights are all 0: give background.procedural, solid or images (with a folder)"
+        )
 
 
 def replace(cfg: DatasetConfig, **changes: Any) -> DatasetConfig:

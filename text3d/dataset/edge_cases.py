@@ -149,12 +149,18 @@ class BrightnessTarget(Target):
             math.log(max(scene.light_intensity, 1e-3)), device=device, requires_grad=True
         )
         self.log_ambient = torch.tensor(math.log(max(scene.ambient, 1e-3)), device=device, requires_grad=True)
-        self.direction = torch.tensor(scene.light_direction, dtype=torch.float32, device=device, requires_grad=True)
+        self.direction = torch.tensor(
+            scene.light_direction, dtype=torch.float32, device=device, requires_grad=True
+        )
 
     def knobs(self) -> Knobs:
         return Knobs(
             {},
-            {"intensity": self.log_intensity.exp(), "ambient": self.log_ambient.exp(), "direction": self.direction},
+            {
+                "intensity": self.log_intensity.exp(),
+                "ambient": self.log_ambient.exp(),
+                "direction": self.direction,
+            },
         )
 
     def parameters(self) -> list[Tensor]:
@@ -262,7 +268,9 @@ def search(
         return {"goals": goals, "reached": False, "reason": "no labelled object visible", "steps": 0}
     total_steps = 0
     best: tuple[float, dict] | None = None
-    for attempt in range(cfg.restarts + 1):
+    starts = 0
+    for _ in range(cfg.restarts + 1):
+        starts += 1
         for t in targets:
             t.start(scene, subject, rng, size, device)
         params = [p for t in targets for p in t.parameters()]
@@ -298,7 +306,7 @@ def search(
         "achieved": achieved,
         "reached": bool(best[0] <= cfg.tolerance),
         "steps": total_steps,
-        "starts": attempt + 1,
+        "starts": starts,
     }
 
 

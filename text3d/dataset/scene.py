@@ -78,7 +78,11 @@ def kelvin_to_rgb(kelvin: float) -> Float[np.ndarray, "3"]:
     """Linear RGB of a black body at ``kelvin`` (Tanner Helland's fit of the CIE data), scaled to max 1."""
     t = kelvin / 100.0
     r = 255.0 if t <= 66 else 329.698727446 * (t - 60) ** -0.1332047592
-    g = 99.4708025861 * math.log(t) - 161.1195681661 if t <= 66 else 288.1221695283 * (t - 60) ** -0.0755148492
+    g = (
+        99.4708025861 * math.log(t) - 161.1195681661
+        if t <= 66
+        else 288.1221695283 * (t - 60) ** -0.0755148492
+    )
     b = 255.0 if t >= 66 else (0.0 if t <= 19 else 138.5177312231 * math.log(t - 10) - 305.0447927307)
     srgb = np.clip(np.array([r, g, b]) / 255.0, 0.0, 1.0)
     lin = np.where(srgb <= 0.04045, srgb / 12.92, ((srgb + 0.055) / 1.055) ** 2.4)
@@ -123,7 +127,10 @@ def background_images(folder: str | None) -> list[Path]:
 
 
 def sample_scene(
-    rng: np.random.Generator, cfg: DatasetConfig, assets: list[MeshAsset], class_names: tuple[str, ...],
+    rng: np.random.Generator,
+    cfg: DatasetConfig,
+    assets: list[MeshAsset],
+    class_names: tuple[str, ...],
     backgrounds: list[Path],
 ) -> Scene:
     """Draw one scene: camera first, then objects placed in its view (so they can overlap and be cut off)."""
@@ -277,8 +284,12 @@ def scene_mesh(
         offset += v.shape[0]
     if not verts:
         z = torch.zeros(0, 3, device=device)
-        return SceneMesh(z, torch.zeros(0, 3, dtype=torch.long, device=device), z, z, torch.zeros(0, dtype=torch.long))
-    return SceneMesh(torch.cat(verts), torch.cat(faces), torch.cat(colors), torch.cat(normals), torch.cat(owner))
+        return SceneMesh(
+            z, torch.zeros(0, 3, dtype=torch.long, device=device), z, z, torch.zeros(0, dtype=torch.long)
+        )
+    return SceneMesh(
+        torch.cat(verts), torch.cat(faces), torch.cat(colors), torch.cat(normals), torch.cat(owner)
+    )
 
 
 def _vertex_normals(v: Tensor, f: Tensor) -> Tensor:

@@ -52,7 +52,13 @@ class DatasetWriter:
         self.stage.mkdir(parents=True)
 
     def add(
-        self, split: str, stem: str, image: bytes, labels: list[ObjectLabel], object_id: np.ndarray, meta: dict
+        self,
+        split: str,
+        stem: str,
+        image: bytes,
+        labels: list[ObjectLabel],
+        object_id: np.ndarray,
+        meta: dict,
     ) -> None:
         """One image with its labels (``object_id`` is the ``[H, W]`` object index map the labels came from)."""
         for sub, name, data in (("images", f"{stem}.jpg", image), ("meta", f"{stem}.json", None)):
@@ -104,7 +110,9 @@ class YoloWriter(DatasetWriter):
             "val": "images/val" if "val" in splits else "images/train",
             "names": dict(enumerate(self.names)),
         }
-        (self.stage / "data.yaml").write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), "utf-8")
+        (self.stage / "data.yaml").write_text(
+            yaml.safe_dump(data, sort_keys=False, allow_unicode=True), "utf-8"
+        )
 
 
 class CocoWriter(DatasetWriter):
@@ -139,7 +147,9 @@ class CocoWriter(DatasetWriter):
             (folder / f"instances_{split}.json").write_text(json.dumps(doc), encoding="utf-8")
 
 
-def make_writer(fmt: str, out: Path, names: tuple[str, ...], overwrite: bool, coco_masks: str) -> DatasetWriter:
+def make_writer(
+    fmt: str, out: Path, names: tuple[str, ...], overwrite: bool, coco_masks: str
+) -> DatasetWriter:
     if fmt == "coco":
         return CocoWriter(out, names, overwrite, coco_masks)
     return YoloWriter(out, names, overwrite, segment=fmt == "yolo-seg")
