@@ -7,7 +7,6 @@ environment at :data:`VENV` (``.ci/run`` creates it) and runs in a subprocess, o
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import subprocess
@@ -38,42 +37,42 @@ from pathlib import Path
 from ultralytics.data.dataset import YOLODataset
 from ultralytics.data.utils import check_det_dataset, load_dataset_cache_file, polygon2mask
 
-task, yaml_path = sys.argv[1], sys.argv[2]
-data = check_det_dataset(yaml_path)
-report = {"names": {int(k): v for k, v in data["names"].items()}, "nc": data["nc"], "splits": {}}
-for split in ("train", "val"):
-    ds = YOLODataset(img_path=data[split], data=data, task=task, imgsz=96, augment=False, cache=False)
-    cache_path = Path(ds.label_files[0]).parent.with_suffix(".cache")
-    nf, nm, ne, nc, n = load_dataset_cache_file(cache_path)["results"]
-    fills = []
-    if task == "segment":
-        for lab in ds.labels:
-            h, w = lab["shape"]
-            for seg in lab["segments"]:
-                pts = seg * np.array([w, h])
-                x, y = pts[:, 0], pts[:, 1]
-                area = 0.5 * abs((x * np.roll(y, -1) - np.roll(x, -1) * y).sum())
-                perimeter = np.linalg.norm(np.diff(np.vstack([pts, pts[:1]]), axis=0), axis=1).sum()
-                filled = int(polygon2mask((h, w), [pts.reshape(-1)]).sum())
-                fills.append([float(area), float(perimeter), filled])
-    report["splits"][split] = {"found": nf, "missing": nm, "empty": ne, "corrupt": nc, "total": n,
-                               "instances": int(sum(len(l["cls"]) for l in ds.labels)), "fills": fills}
-if len(sys.argv) > 3:  # a polygon with a hole, drawn the way Ultralytics draws masks for training
-    poly = np.asarray(json.loads(sys.argv[3]), dtype=np.float64)
-    report["drawn"] = polygon2mask((40, 40), [poly.reshape(-1)]).astype(int).tolist()
-print("REPORT " + json.dumps(report))
+def check(task, yaml_path):
+    data = check_det_dataset(yaml_path)
+    report = {"names": {int(k): v for k, v in data["names"].items()}, "nc": data["nc"], "splits": {}}
+    for split in ("train", "val"):
+        ds = YOLODataset(img_path=data[split], data=data, task=task, imgsz=96, augment=False, cache=False)
+        cache_path = Path(ds.label_files[0]).parent.with_suffix(".cache")
+        nf, nm, ne, nc, n = load_dataset_cache_file(cache_path)["results"]
+        fills = []
+        if task == "segment":
+            for lab in ds.labels:
+                h, w = lab["shape"]
+                for seg in lab["segments"]:
+                    pts = seg * np.array([w, h])
+                    x, y = pts[:, 0], pts[:, 1]
+                    area = 0.5 * abs((x * np.roll(y, -1) - np.roll(x, -1) * y).sum())
+                    perimeter = np.linalg.norm(np.diff(np.vstack([pts, pts[:1]]), axis=0), axis=1).sum()
+                    filled = int(polygon2mask((h, w), [pts.reshape(-1)]).sum())
+                    fills.append([float(area), float(perimeter), filled])
+        report["splits"][split] = {"found": nf, "missing": nm, "empty": ne, "corrupt": nc, "total": n,
+                                   "instances": int(sum(len(l["cls"]) for l in ds.labels)), "fills": fills}
+    return report
+
+jobs = json.loads(sys.argv[1])
+out = {name: check(task, path) for name, (task, path) in jobs["datasets"].items()}
+# A polygon with a hole, drawn the way Ultralytics draws masks for training.
+poly = np.asarray(jobs["polygon"], dtype=np.float64)
+out["drawn"] = polygon2mask((40, 40), [poly.reshape(-1)]).astype(int).tolist()
+print("REPORT " + json.dumps(out))
 """
 
 
-def _ultralytics(task: str, data_yaml: Path, tmp_path: Path, *extra: str) -> dict:
+def _ultralytics(jobs: dict, tmp_path: Path) -> dict:
     env = {**os.environ, "YOLO_OFFLINE": "1", "YOLO_CONFIG_DIR": str(tmp_path / "yolo-config")}
     env.pop("PYTHONPATH", None)
     proc = subprocess.run(
-        [str(PYTHON), "-c", SCRIPT, task, str(data_yaml), *extra],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+        [str(PYTHON), "-c", SCRIPT, json.dumps(jobs)], env=env, capture_output=True, text=True, timeout=300
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(x for x in proc.stdout.splitlines() if x.startswith("REPORT "))
@@ -81,47 +80,53 @@ def _ultralytics(task: str, data_yaml: Path, tmp_path: Path, *extra: str) -> dic
 
 
 @pytest.mark.skipif(not PYTHON.exists(), reason=f"no Ultralytics venv at {VENV}; create it with: {CREATE}")
-@pytest.mark.parametrize("fmt, task", [("yolo", "detect"), ("yolo-seg", "segment")])
-def test_ultralytics_accepts_the_dataset(fmt, task, tmp_path):
+def test_ultralytics_accepts_the_dataset(tmp_path):
+    """Detect and segment datasets: 0 corrupt, 0 missing; a hole stays a hole; a broken label is caught."""
     assets = write_assets(tmp_path / "assets")
     scene = SceneConfig(objects=(0, 4), depth=(2.5, 4.5), screen_extent=1.15)
-    cfg = DatasetConfig(images=16, size=96, val=0.25, seed=5, format=fmt, scene=scene)
-    result = build_dataset(list(assets.values()), tmp_path / "ds", cfg)
-    labels = sorted((result.out / "labels").rglob("*.txt"))
-    empty = sum(1 for p in labels if not p.read_text().strip())
-    rows = sum(len(p.read_text().splitlines()) for p in labels)
+    datasets, counts = {}, {}
+    for fmt, task in (("yolo", "detect"), ("yolo-seg", "segment")):
+        cfg = DatasetConfig(images=16, size=96, val=0.25, seed=5, format=fmt, scene=scene)
+        out = build_dataset(list(assets.values()), tmp_path / fmt, cfg).out
+        labels = sorted((out / "labels").rglob("*.txt"))
+        counts[task] = (
+            sum(1 for p in labels if not p.read_text().strip()),
+            sum(len(p.read_text().splitlines()) for p in labels),
+        )
+        datasets[task] = (task, str(out / "data.yaml"))
+    # The same check must see a broken label (so a pass means something): a coordinate out of range.
+    broken = build_dataset(
+        [assets["capsule"]], tmp_path / "broken", DatasetConfig(images=4, size=64, seed=1)
+    ).out
+    label = next(p for p in sorted((broken / "labels" / "train").glob("*.txt")) if p.read_text().strip())
+    label.write_text("0 1.5 0.5 0.2 0.2\n")
+    datasets["broken"] = ("detect", str(broken / "data.yaml"))
     yy, xx = np.mgrid[0:40, 0:40] + 0.5
     r = np.hypot(xx - 20, yy - 20)
-    annulus = (r < 15) & (r > 7)
-    ring = merge_loops(trace_loops(annulus))
-    report = _ultralytics(task, result.out / "data.yaml", tmp_path, json.dumps(ring.tolist()))
+    ring = merge_loops(trace_loops((r < 15) & (r > 7)))
+    report = _ultralytics({"datasets": datasets, "polygon": ring.tolist()}, tmp_path)
+
     drawn = np.asarray(report["drawn"], dtype=bool)
     assert not drawn[r < 5].any() and drawn[(r > 8) & (r < 14)].all()  # the hole stays a hole
-    assert report["names"] == {"0": "ring", "1": "cone", "2": "capsule"} and report["nc"] == 3
-    splits = report["splits"]
-    print(json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "fills"} for k, v in splits.items()}))
-    assert all(s["corrupt"] == 0 and s["missing"] == 0 for s in splits.values())
-    assert splits["train"]["total"] == 12 and splits["val"]["total"] == 4
-    assert sum(s["found"] for s in splits.values()) == 16
-    assert (
-        sum(s["empty"] for s in splits.values()) == empty >= 1
-    )  # background-only images are kept, unlabelled
-    assert sum(s["instances"] for s in splits.values()) == rows
-    if task == "segment":
-        # Ultralytics fills each polygon with cv2.fillPoly on pixel centres: a pixel-edge ring gains about half
-        # its perimeter (a row and a column of boundary pixels); nothing near its whole perimeter.
-        fills = [f for s in splits.values() for f in s["fills"]]
-        bad = [f for f in fills if not f[0] <= f[2] <= f[0] + 0.75 * f[1] + 4]
-        assert fills and not bad, bad
-
-
-@pytest.mark.skipif(not PYTHON.exists(), reason=f"no Ultralytics venv at {VENV}; create it with: {CREATE}")
-def test_ultralytics_check_sees_a_broken_label(tmp_path):
-    """The same check reports a corrupt label when a coordinate is out of range (so a pass means something)."""
-    assets = write_assets(tmp_path / "assets")
-    cfg = dataclasses.replace(DatasetConfig(images=4, size=64, val=0.25, seed=1))
-    result = build_dataset([assets["capsule"]], tmp_path / "ds", cfg)
-    label = next(p for p in sorted((result.out / "labels" / "train").glob("*.txt")) if p.read_text().strip())
-    label.write_text("0 1.5 0.5 0.2 0.2\n")
-    report = _ultralytics("detect", result.out / "data.yaml", tmp_path)
-    assert report["splits"]["train"]["corrupt"] == 1
+    assert report["broken"]["splits"]["train"]["corrupt"] == 1
+    for task in ("detect", "segment"):
+        rep = report[task]
+        assert rep["names"] == {"0": "ring", "1": "cone", "2": "capsule"} and rep["nc"] == 3
+        splits = rep["splits"]
+        print(
+            task,
+            json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "fills"} for k, v in splits.items()}),
+        )
+        assert all(s["corrupt"] == 0 and s["missing"] == 0 for s in splits.values())
+        assert splits["train"]["total"] == 12 and splits["val"]["total"] == 4
+        assert sum(s["found"] for s in splits.values()) == 16
+        empty, rows = counts[task]
+        assert (
+            sum(s["empty"] for s in splits.values()) == empty >= 1
+        )  # background-only images, kept unlabelled
+        assert sum(s["instances"] for s in splits.values()) == rows
+    # Ultralytics fills each polygon with cv2.fillPoly on pixel centres: a pixel-edge ring gains about half its
+    # perimeter (a row and a column of boundary pixels), never a hole's whole area.
+    fills = [f for s in report["segment"]["splits"].values() for f in s["fills"]]
+    bad = [f for f in fills if not f[0] <= f[2] <= f[0] + 0.75 * f[1] + 4]
+    assert fills and not bad, bad
