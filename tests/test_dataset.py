@@ -30,7 +30,7 @@ def assets(tmp_path_factory) -> dict[str, Path]:
 def small(**kw) -> DatasetConfig:
     """Small, crowded scenes (overlaps, hidden and cut-off objects are common)."""
     scene = SceneConfig(objects=(2, 5), distractors=(0, 2), depth=(2.5, 4.5), screen_extent=1.15)
-    return dataclasses.replace(DatasetConfig(images=40, size=96, val=0.25, seed=3, scene=scene), **kw)
+    return dataclasses.replace(DatasetConfig(images=24, size=96, val=0.25, seed=3, scene=scene), **kw)
 
 
 def _metas(root: Path) -> list[dict]:
@@ -48,11 +48,11 @@ def test_labels_match_an_independent_id_render(assets, tmp_path):
     assert [names[k] for k in sorted(names)] == list(NAMES)
     stats = check_yolo_labels(det.out, seg.out, cfg.labels.min_visible_pixels)
     print(stats)
-    assert stats["worst_iou"] >= 0.99 and stats["worst_area"] <= 0.02 and stats["checked_exact"] >= 60
+    assert stats["worst_iou"] >= 0.99 and stats["worst_area"] <= 0.02 and stats["checked_exact"] >= 50
     assert stats["tie_pixels"] <= 1e-3 * stats["object_pixels"]
     # The check saw the hard cases: objects hidden by others, cut by the border, masks with holes or pieces.
     assert (
-        stats["labels"] >= 80
+        stats["labels"] >= 60
         and stats["hidden"] >= 1
         and stats["truncated"] >= 5
         and stats["joined_loops"] >= 3
@@ -210,11 +210,11 @@ def test_bad_input_one_line_each(assets, tmp_path, capsys):
 def test_unreachable_target_is_reported_per_image(assets, tmp_path, capsys):
     """A goal the bounded search cannot meet is one warning line per image, and the run ends."""
     code, err = _cli(
-        capsys, assets["cone"], "--out", tmp_path / "o", "--images", "3", "--size", "48", "--target",
+        capsys, assets["cone"], "--out", tmp_path / "o", "--images", "2", "--size", "32", "--target",
         "brightness=1.0", "--set", "search.steps=3", "--set", "search.restarts=0",
     )  # fmt: skip
     assert code == 0
     lines = [line for line in err.splitlines() if line.startswith("warning: image")]
-    assert len(lines) == 3 and all("brightness=1 got" in line for line in lines), err
+    assert len(lines) == 2 and all("brightness=1 got" in line for line in lines), err
     meta = _metas(tmp_path / "o")
     assert all(m["search"]["reached"] is False and m["search"]["steps"] <= 3 for m in meta)

@@ -34,9 +34,9 @@ def _metas(root: Path) -> list[dict]:
 
 
 def test_occlusion_and_brightness_goals_are_met(assets, tmp_path):
-    n, tol = 8, 0.05
+    n, tol = 5, 0.05
     cfg = DatasetConfig(
-        images=n, size=96, val=0.0, seed=11, effects=CLEAN, search=SearchConfig(targets=("occlusion=0.6",))
+        images=n, size=80, val=0.0, seed=11, effects=CLEAN, search=SearchConfig(targets=("occlusion=0.6",))
     )
     occ = build_dataset(list(assets.values()), tmp_path / "occ", cfg)
     hits = 0
@@ -51,7 +51,7 @@ def test_occlusion_and_brightness_goals_are_met(assets, tmp_path):
     assert hits >= n - 1, hits
 
     cfg = DatasetConfig(
-        images=n, size=96, val=0.0, seed=12, effects=CLEAN, search=SearchConfig(targets=("brightness=0.08",))
+        images=n, size=80, val=0.0, seed=12, effects=CLEAN, search=SearchConfig(targets=("brightness=0.08",))
     )
     dark = build_dataset(list(assets.values()), tmp_path / "dark", cfg)
     hits = 0
