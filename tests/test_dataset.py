@@ -218,3 +218,25 @@ def test_unreachable_target_is_reported_per_image(assets, tmp_path, capsys):
     assert len(lines) == 2 and all("brightness=1 got" in line for line in lines), err
     meta = _metas(tmp_path / "o")
     assert all(m["search"]["reached"] is False and m["search"]["steps"] <= 3 for m in meta)
+
+
+def test_run_and_batch_folders_name_their_classes(assets, tmp_path):
+    """A run folder gives its exported mesh with the prompt as class; a batch folder every completed run."""
+    import shutil
+
+    batch = tmp_path / "batch"
+    for name, prompt, status, mesh in (
+        ("a-red-ring-1", "a red ring", "completed", assets["ring"]),
+        ("a-blue-pill-2", "a blue pill", "completed", assets["capsule"]),
+        ("a-failed-one-3", "a failed one", "failed", assets["cone"]),
+    ):
+        run = batch / name
+        (run / "mesh").mkdir(parents=True)
+        shutil.copy(mesh, run / "mesh" / f"{name}{mesh.suffix}")
+        (run / "run.json").write_text(json.dumps({"prompt": prompt, "status": status}))
+    from text3d.dataset.assets import load_assets
+
+    meshes, names = load_assets([batch, assets["cone"]])
+    assert names == ("a blue pill", "a red ring", "cone") and len(meshes) == 3
+    meshes, names = load_assets([batch / "a-red-ring-1"])
+    assert names == ("a red ring",) and meshes[0].faces.shape[0] > 0
