@@ -76,6 +76,9 @@ class Target:
 
 
 class OcclusionTarget(Target):
+    """Fraction of the subject hidden; the knob is an added box occluder's shift in the camera plane (in units of
+    the subject's size), starting from a random offset at 45-75 % of the subject's depth."""
+
     name = "occlusion"
     low, high = 0.0, 1.0
     occluder: int | None = None
@@ -141,6 +144,9 @@ class OcclusionTarget(Target):
 
 
 class BrightnessTarget(Target):
+    """Mean luminance of the subject's visible pixels; knobs are log intensity, log ambient and the light
+    direction (starting from the random scene's light)."""
+
     name = "brightness"
     low, high = 0.0, 1.0
 
