@@ -343,10 +343,12 @@ def render_scene(
     rast = raster.rasterize(pos, mesh.faces, (size, size))
     tri = rast.triangle_id[0]  # [H, W]
     object_id = torch.where(tri >= 0, mesh.face_object.to(device)[tri.clamp_min(0)], torch.full_like(tri, -1))
-    mask = rast.mask[0]  # [H, W, 1]
+    # Shade only the covered pixels (a compacted [1, N, 1, 4] rasterization; interpolation is per pixel).
+    covered_px = (rast.rast[0, ..., 3] > 0).reshape(-1).nonzero()[:, 0]  # [N]
+    sub = raster.Rasterization(rast.rast[0].reshape(-1, 4)[covered_px][None, :, None, :], rast.backend)
     attrs = torch.cat([mesh.colors, mesh.normals, mesh.verts], dim=-1)
-    px = raster.interpolate(attrs, rast, mesh.faces)[0]  # [H, W, 9]
-    albedo, normal, point = px[..., :3], px[..., 3:6], px[..., 6:9]
+    px = raster.interpolate(attrs, sub, mesh.faces)[0, :, 0]  # [N, 9]
+    albedo, normal, point = px[:, :3], px[:, 3:6], px[:, 6:9]
     lt = light or {}
     direction = lt.get("direction", torch.tensor(scene.light_direction, dtype=torch.float32, device=device))
     direction = direction / direction.norm()
@@ -358,10 +360,9 @@ def render_scene(
     facing = ((eye - point) * normal).sum(-1, keepdim=True)
     normal = torch.where(facing < 0, -normal, normal)  # two-sided: the side the camera sees
     lambert = (normal * direction).sum(-1, keepdim=True).clamp_min(0.0)
-    lit = srgb_to_linear(albedo) * (ambient + intensity * color * lambert)
-    fg = linear_to_srgb(lit)
+    fg = linear_to_srgb(srgb_to_linear(albedo) * (ambient + intensity * color * lambert))  # [N, 3]
     bg = background.to(device) if background is not None else torch.zeros(size, size, 3, device=device)
-    rgb = torch.where(mask > 0, fg, bg)
+    rgb = bg.reshape(-1, 3).to(fg.dtype).index_put((covered_px,), fg).reshape(size, size, 3)
     channels = [rgb]
     if soft_object is not None:
         channels.append((object_id == soft_object).float()[..., None])
