@@ -26,6 +26,7 @@ from text3d.cameras import look_at, perspective
 from text3d.dataset.assets import DISTRACTOR_KINDS, MeshAsset, primitive
 from text3d.dataset.config import DatasetConfig
 from text3d.errors import ConfigError
+from text3d.geometry.mesh import vertex_normals
 from text3d.render import raster
 
 NEAR, FAR = 0.05, 100.0
@@ -275,7 +276,7 @@ def scene_mesh(
         vw = v @ m[:3, :3].T + m[:3, 3]
         if translations is not None and k in translations:
             vw = vw + translations[k]
-        n = _vertex_normals(v, f) @ m[:3, :3].T
+        n = vertex_normals(v, f) @ m[:3, :3].T
         verts.append(vw)
         normals.append(n / n.norm(dim=-1, keepdim=True).clamp_min(1e-12))
         colors.append(torch.as_tensor(obj.mesh.colors, device=device))
@@ -285,17 +286,15 @@ def scene_mesh(
     if not verts:
         z = torch.zeros(0, 3, device=device)
         return SceneMesh(
-            z, torch.zeros(0, 3, dtype=torch.long, device=device), z, z, torch.zeros(0, dtype=torch.long)
+            z,
+            torch.zeros(0, 3, dtype=torch.long, device=device),
+            z,
+            z,
+            torch.zeros(0, dtype=torch.long, device=device),
         )
     return SceneMesh(
         torch.cat(verts), torch.cat(faces), torch.cat(colors), torch.cat(normals), torch.cat(owner)
     )
-
-
-def _vertex_normals(v: Tensor, f: Tensor) -> Tensor:
-    from text3d.geometry.mesh import vertex_normals
-
-    return vertex_normals(v, f)
 
 
 def srgb_to_linear(x: Tensor) -> Tensor:
