@@ -240,3 +240,36 @@ def test_run_and_batch_folders_name_their_classes(assets, tmp_path):
     assert names == ("a blue pill", "a red ring", "cone") and len(meshes) == 3
     meshes, names = load_assets([batch / "a-red-ring-1"])
     assert names == ("a red ring",) and meshes[0].faces.shape[0] > 0
+
+
+def test_background_pictures_are_used(assets, tmp_path, capsys):
+    """With only picture backgrounds, an image shows the picture where no object is (and an empty folder is
+    one clear error)."""
+    from PIL import Image
+
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    Image.new("RGB", (50, 40), (250, 0, 250)).save(pics / "magenta.png")
+    cfg = small(images=2, size=48)
+    cfg = dataclasses.replace(
+        cfg,
+        background=dataclasses.replace(cfg.background, procedural=0.0, solid=0.0, folder=str(pics)),
+        effects=dataclasses.replace(
+            cfg.effects, noise=(0.0, 0.0), blur_probability=0.0, jpeg_quality=(100, 100)
+        ),
+    )
+    out = build_dataset([assets["cone"]], tmp_path / "out", cfg).out
+    for meta in _metas(out):
+        assert meta["background"]["kind"] == "image"
+        ref = id_render(meta)
+        rgb = np.asarray(Image.open(out / meta["image"]), dtype=np.float64)
+        empty = ref.object_id < 0
+        for _ in range(2):  # away from the antialiased silhouettes
+            empty &= (
+                np.roll(empty, 1, 0) & np.roll(empty, -1, 0) & np.roll(empty, 1, 1) & np.roll(empty, -1, 1)
+            )
+        assert empty.sum() > 100
+        assert np.abs(rgb[empty] - [250, 0, 250]).max() <= 12
+    (pics / "magenta.png").unlink()
+    code, err = _cli(capsys, assets["cone"], "--out", tmp_path / "o2", "--backgrounds", pics)
+    assert code == 2 and "holds no .jpg / .png pictures" in err and err.count("\n") == 1
