@@ -164,17 +164,20 @@ either way under float32 rounding; they are counted, not failed."""
 def check_yolo_labels(det: Path | None, seg: Path | None, min_pixels: int, exact_from: int = 100) -> dict:
     """Compare a YOLO detect and/or segment dataset (same seed and config) with ray-cast id renders.
 
-    Asserts, for every image: the labelled objects are exactly those with ``min_pixels`` visible pixels
-    (up to tie pixels), class ids match names, and every pixel where the dataset's mask (its ``visible_pixels``
-    and polygon) differs from the ray cast (1/1000-pixel edge convention) is a tie pixel. Returns the worst box IoU and polygon area error
-    over objects with at least ``exact_from`` visible pixels, and counts of the hard cases seen.
+        Asserts, for every image: the labelled objects are exactly those with ``min_pixels`` visible pixels
+        (up to tie pixels), class ids match names, and every pixel where the dataset's mask (its ``visible_pixels``
+        and polygon) differs from the ray cast (1/1000-pixel edge convention) is a tie pixel. Returns the worst box IoU and polygon area error
+        over objects with at least ``exact_from`` visible pixels (``worst_iou_untied``: over boxes no tie pixel can move;
+    ``tie_boxes`` counts the others, whose edges are asserted to lie between the boxes without and with their tie
+    pixels), and counts of the hard cases seen.
     """
     import yaml
 
     root = det or seg
     names = yaml.safe_load((root / "data.yaml").read_text())["names"]
     stats = {"images": 0, "labels": 0, "hidden": 0, "truncated": 0, "joined_loops": 0, "tie_pixels": 0,
-             "object_pixels": 0, "worst_iou": 1.0, "worst_area": 0.0, "checked_exact": 0}  # fmt: skip
+             "object_pixels": 0, "worst_iou": 1.0, "worst_iou_untied": 1.0, "tie_boxes": 0, "worst_area": 0.0,
+             "checked_exact": 0}  # fmt: skip
     for meta_path in sorted((root / "meta").rglob("*.json")):
         meta = json.loads(meta_path.read_text())
         ref = id_render(meta)
@@ -203,7 +206,8 @@ def check_yolo_labels(det: Path | None, seg: Path | None, min_pixels: int, exact
                 stats["hidden"] += 1
             if obj["labelled"]:
                 assert visible + slack >= min_pixels, (meta["image"], k, visible)
-                expected.append((k, obj["class_id"], mask, slack))
+                tie_k = tie & ((strict.object_id == k) | (loose.object_id == k))
+                expected.append((k, obj["class_id"], mask, slack, tie_k))
             else:
                 assert visible - slack < min_pixels, (meta["image"], k, visible)
         rows = {}
@@ -212,8 +216,12 @@ def check_yolo_labels(det: Path | None, seg: Path | None, min_pixels: int, exact
                 label = folder / meta["image"].replace("images/", "labels/", 1).replace(".jpg", ".txt")
                 rows[name] = [[float(v) for v in line.split()] for line in label.read_text().splitlines()]
                 assert len(rows[name]) == len(expected), (meta["image"], name)
-        for n, (k, cls, mask, slack) in enumerate(expected):
+        for n, (k, cls, mask, slack, tie_k) in enumerate(expected):
             box = tight_box(mask) if mask.any() else (0, 0, 0, 0)
+            # Each box edge may move only as far as a tie pixel allows: between the boxes without and with them.
+            inner = tight_box(mask & ~tie_k) if (mask & ~tie_k).any() else box
+            outer = tight_box(mask | tie_k)
+            boxes = []
             stats["labels"] += 1
             stats["object_pixels"] += int(mask.sum())
             stats["truncated"] += int(box[0] == 0 or box[1] == 0 or box[2] == size or box[3] == size)
@@ -222,18 +230,27 @@ def check_yolo_labels(det: Path | None, seg: Path | None, min_pixels: int, exact
                 d = rows["det"][n]
                 assert int(d[0]) == cls
                 xc, yc, w, h = (v * size for v in d[1:])
-                ious.append(box_iou((xc - w / 2, yc - h / 2, xc + w / 2, yc + h / 2), box))
+                boxes.append((xc - w / 2, yc - h / 2, xc + w / 2, yc + h / 2))
             if "seg" in rows:
                 s = rows["seg"][n]
                 assert int(s[0]) == cls
                 pts = np.asarray(s[1:]).reshape(-1, 2) * size
-                ious.append(box_iou((*pts.min(0), *pts.max(0)), box))
+                boxes.append((*pts.min(0), *pts.max(0)))
                 area = shoelace(pts)
                 assert abs(area - mask.sum()) <= slack + 0.01, (meta["image"], k, area, mask.sum())
                 area_err = abs(area - mask.sum()) / max(mask.sum(), 1)
                 stats["joined_loops"] += int(len(pts) != len(np.unique(pts, axis=0)))
+            for b in boxes:
+                ious.append(box_iou(b, box))
+                lo = [min(i, o) for i, o in zip(inner, outer, strict=True)]
+                hi = [max(i, o) for i, o in zip(inner, outer, strict=True)]
+                assert all(lo[e] - 1e-3 <= b[e] <= hi[e] + 1e-3 for e in range(4)), (meta["image"], k, b, box)
+            tied = inner != outer
+            stats["tie_boxes"] += int(tied)
             if mask.sum() >= exact_from:
                 stats["checked_exact"] += 1
                 stats["worst_iou"] = min([stats["worst_iou"], *ious])
+                if not tied:
+                    stats["worst_iou_untied"] = min([stats["worst_iou_untied"], *ious])
                 stats["worst_area"] = max(stats["worst_area"], area_err)
     return stats
