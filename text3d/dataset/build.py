@@ -7,7 +7,6 @@ byte-identical images and labels whatever else happens (and any image can be re-
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -182,7 +181,3 @@ def _unreached_line(res: ImageResult, s: dict, cfg: DatasetConfig) -> str:
         return f"image {res.stem}: targets not reached ({s['reason']})"
     parts = ", ".join(f"{k}={s['goals'][k]:g} got {v:.3f}" for k, v in s["achieved"].items())
     return f"image {res.stem}: targets not reached after {s['steps']} steps ({parts}; tolerance {cfg.search.tolerance:g})"
-
-
-def with_targets(cfg: DatasetConfig, targets: list[str]) -> DatasetConfig:
-    return dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, targets=tuple(targets)))

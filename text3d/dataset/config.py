@@ -7,7 +7,6 @@ beside the dataset (``dataset.yaml``), can be loaded back (``--config``), and ea
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -191,8 +190,3 @@ def check_config(cfg: DatasetConfig) -> None:
         raise ConfigError(
             "background weights are all 0: give background.procedural, solid or images (with a folder)"
         )
-
-
-def replace(cfg: DatasetConfig, **changes: Any) -> DatasetConfig:
-    """``dataclasses.replace`` for the top level (presets and tests make variants this way)."""
-    return dataclasses.replace(cfg, **changes)
