@@ -192,6 +192,8 @@ def test_bad_input_one_line_each(assets, tmp_path, capsys):
         "classes": ((ring, cone, capsule, "--classes", classes), "has no entry for asset"),
         "missing": ((tmp_path / "nope.glb",), "does not exist"),
         "target": ((ring, "--target", "occlusion=1.7"), "occlusion must be in [0, 1]"),
+        "device": ((ring, "--device", "gpu0"), "--device must be auto, cpu, cuda or cuda:N"),
+        "setting": ((ring, "--set", "scene.objects=[3,1]"), "scene.objects must be two numbers"),
     }
     for name, (args, words) in cases.items():
         code, err = _cli(capsys, *args, "--out", out)

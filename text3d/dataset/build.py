@@ -61,6 +61,12 @@ class DatasetResult:
         return self.images / max(self.seconds, 1e-9)
 
 
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
 def split_of(index: int, cfg: DatasetConfig) -> str:
     n_train = cfg.images - int(round(cfg.images * cfg.val))
     return "train" if index < n_train else "val"
@@ -105,7 +111,7 @@ def make_image(
     backgrounds: list[Path] | None = None,
 ) -> ImageResult:
     """Draw, search (if targets), render and label image ``index`` of the dataset."""
-    device = torch.device(cfg.device)
+    device = resolve_device(cfg.device)
     rng = np.random.default_rng([cfg.seed, index])
     scene = sample_scene(rng, cfg, assets, names, backgrounds or [])
     if targets:

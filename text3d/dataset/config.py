@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
 from text3d.errors import ConfigError
 from text3d.validation import choice, integer, interval, number
 
@@ -118,6 +120,8 @@ class DatasetConfig:
     antialias: bool = True
     """Blend colours across silhouettes (labels stay the pixel-centre masks)."""
     device: str = "cpu"
+    """``cpu``, ``cuda``, ``cuda:1``, ... or ``auto`` (CUDA when available); CUDA rasterizes with nvdiffrast if
+    installed."""
     scene: SceneConfig = field(default_factory=SceneConfig)
     light: LightConfig = field(default_factory=LightConfig)
     background: BackgroundConfig = field(default_factory=BackgroundConfig)
@@ -177,6 +181,10 @@ def check_config(cfg: DatasetConfig) -> None:
                 path, path
             )
             raise ConfigError(f"{flag} must be {why}, got {value!r}")
+    try:
+        torch.device(cfg.device if cfg.device != "auto" else "cpu")
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"--device must be auto, cpu, cuda or cuda:N, got {cfg.device!r}") from None
     if cfg.scene.objects[0] < 0 or cfg.scene.objects[1] < 1:
         raise ConfigError(f"scene.objects must allow at least one object, got {cfg.scene.objects!r}")
     if cfg.scene.size[0] <= 0:
