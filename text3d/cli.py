@@ -509,6 +509,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_batch_parser(sub)
 
+    from text3d.dataset.command import add_dataset_parser
+
+    add_dataset_parser(sub)
+
     from text3d.toy.cli import add_toy_parser
 
     add_toy_parser(sub)
