@@ -219,7 +219,7 @@ def render_photo(stage: Stage, photos: PhotoSet, index: int, chunk_rows: int = 6
     h, w = photos.height, photos.width
     if stage.views.mode == "images":
         cams = photos.subset([index]).cameras().to(device)
-        return rep.render(cams, h, w, shader, shader.preview())
+        return rep.render(cams, h, w, shader, shader.view_state(cams))
     rows = []
     for top in range(0, h, chunk_rows):
         rr = torch.arange(top, min(h, top + chunk_rows), dtype=photos.c2w.dtype)
