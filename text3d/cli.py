@@ -193,6 +193,9 @@ FIT_ALIASES: dict[str, tuple[str, ...]] = {
     "seed": ("seed",),
     "device": ("device",),
     "loss": ("coarse.photometric.loss", "refine.photometric.loss"),
+    "materials": ("materials",),
+    "env": ("env",),
+    "material-steps": ("material.steps",),
 }
 """``text3d fit`` flags, mapped to the FitConfig fields they set."""
 
@@ -223,6 +226,9 @@ def fit_config_from_args(args: argparse.Namespace):
         "seed": args.seed,
         "device": args.device,
         "loss": args.loss,
+        "materials": getattr(args, "materials", None),
+        "env": None if getattr(args, "env", None) is None else str(args.env),
+        "material-steps": getattr(args, "material_steps", None),
     }
     for key, value in flags.items():
         if value is not None:
@@ -392,6 +398,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="learn a pose correction per photo (BARF-style)",
     )
     fit.add_argument("--loss", choices=("l2", "l1", "huber"), help="photometric loss (default l2)")
+    fit.add_argument(
+        "--materials",
+        choices=("none", "pbr"),
+        help="pbr: recover base colour, roughness, metallic and the environment light on the mesh "
+        "(a relightable asset + <name>_environment.hdr)",
+    )
+    fit.add_argument("--env", type=Path, help="with --materials pbr: a known environment .hdr, held fixed")
+    fit.add_argument("--material-steps", type=int, help="materials stage steps (default 500)")
     fit.add_argument("--seed", type=int)
     fit.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, mps")
     fit.add_argument("--preset", help="fast or quality (default)")

@@ -65,6 +65,11 @@ def _rle_scanline(line: np.ndarray) -> bytes:
 
 def write_hdr(path: str | os.PathLike, image: np.ndarray) -> Path:
     """Write a ``[H, W, 3]`` linear float image as a Radiance ``.hdr`` file (atomically)."""
+    return write_bytes(path, hdr_bytes(image))
+
+
+def hdr_bytes(image: np.ndarray) -> bytes:
+    """A ``[H, W, 3]`` linear float image as the bytes of a Radiance ``.hdr`` file."""
     img = np.asarray(image, np.float32)
     if img.ndim != 3 or img.shape[-1] != 3 or img.shape[0] < 1 or img.shape[1] < 1:
         raise ValueError(f"expected an [H, W, 3] image, got shape {img.shape}")
@@ -75,7 +80,7 @@ def write_hdr(path: str | os.PathLike, image: np.ndarray) -> Path:
         body = b"".join(_rle_scanline(rgbe[y]) for y in range(h))
     else:  # RLE is undefined outside this range: flat pixels
         body = rgbe.tobytes()
-    return write_bytes(path, header + body)
+    return header + body
 
 
 def read_hdr(path: str | os.PathLike) -> np.ndarray:

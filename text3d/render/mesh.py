@@ -41,7 +41,7 @@ def render_mesh(
     bi = covered.nonzero()[:, 0]
     pts = gbuf[..., :3][covered]
     nrm = F.normalize(gbuf[..., 3:][covered], dim=-1, eps=1e-12)
-    color = shader(state, pts, nrm, pts, bi)
+    color = shader(state, torch.full_like(pts, 0.5), nrm, pts, bi)  # a mesh has no colour: the shader's
     fg = torch.zeros_like(bg).index_put((covered,), color.to(bg.dtype))
     normal = torch.zeros_like(bg).index_put((covered,), nrm.to(bg.dtype))
     depth = (gbuf[..., :3] - cameras.positions.to(verts)[:, None, None, :]).norm(dim=-1, keepdim=True) * mask

@@ -366,6 +366,21 @@ class PBRShader(Shader):
         view = F.normalize(params.camera_positions[camera_index] - points, dim=-1)
         return linear_to_srgb(self.radiance(mat, normal, view))
 
+    def finish_asset(self, asset):
+        """The asset with this shader's material and light: sRGB base colour as its albedo, roughness and
+        metallic, and the environment map (numpy, Blender orientation)."""
+        import dataclasses
+
+        def base(x: Tensor) -> Tensor:
+            return linear_to_srgb(self.material(x).base)
+
+        def roughness_metallic(x: Tensor) -> Tensor:
+            m = self.material(x)
+            return torch.stack([m.roughness, m.metallic], dim=-1)
+
+        env = self.environment.radiance().detach().float().cpu().numpy()
+        return dataclasses.replace(asset, albedo=base, roughness_metallic=roughness_metallic, environment=env)
+
     def regularizers(self, step: int) -> dict[str, Tensor]:
         """The smoothness, white-light and metallic terms of the last training render (config docstrings)."""
         terms: dict[str, Tensor] = {}

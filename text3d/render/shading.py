@@ -126,6 +126,10 @@ class Shader(nn.Module):
         """Adam groups of trainable state (none by default)."""
         return []
 
+    def finish_asset(self, asset):
+        """The asset export reads, with whatever the shader owns added (PBR: material channels and light)."""
+        return asset
+
     def regularizers(self, step: int) -> dict:
         """Weighted penalty terms on the shader's own state, from the last training render (none by default)."""
         return {}
