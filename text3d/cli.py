@@ -487,7 +487,30 @@ def build_parser() -> argparse.ArgumentParser:
     rnd.add_argument("--size", choices=("tiny", "sd21-base"), default="tiny")
     rnd.add_argument("--seed", type=int, default=0)
     rnd.set_defaults(func=cmd_random_model)
+
+    rel = sub.add_parser(
+        "relight",
+        help="turntable of a --materials pbr fit under any environment map",
+        description="Renders RUN_DIR's PBR asset (materials stage) under FILE.hdr (default: the learned light) into "
+        "RUN_DIR/relight/.",
+    )
+    rel.add_argument("run_dir", type=Path)
+    rel.add_argument("--env", type=Path, help="an equirectangular Radiance .hdr (Blender's world orientation)")
+    rel.add_argument("--frames", type=int, default=24)
+    rel.add_argument("--res", type=int, default=256, help="frame size in pixels")
+    rel.add_argument("--device", default="cpu")
+    rel.set_defaults(func=cmd_relight)
     return parser
+
+
+def cmd_relight(args: argparse.Namespace) -> int:
+    from text3d.relight import relight
+
+    if args.frames < 1 or args.res < 8:
+        raise ConfigError("--frames must be >= 1 and --res >= 8")
+    path = relight(args.run_dir, args.env, frames=args.frames, resolution=args.res, device=args.device)
+    print(f"relit turntable: {path}")
+    return 0
 
 
 def cmd_render_dataset(argv: list[str]) -> int:
