@@ -17,7 +17,6 @@ Usage: ``python bench/pbr_bench.py [--size 128] [--steps 600] [--views 24]``; pr
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import time
@@ -28,6 +27,7 @@ import torch
 from text3d.data.frames import Z_UP_TO_Y_UP
 from text3d.data.load import load_photo_set
 from text3d.fields.material import MaterialFieldConfig
+from text3d.fields.nerf import BackgroundConfig
 from text3d.hdr import read_environment, write_hdr
 from text3d.metrics import psnr
 from text3d.objectives.photometric import PhotometricConfig, PhotometricObjective
@@ -35,7 +35,6 @@ from text3d.recipes.fit import pbr_shader
 from text3d.render.pbr import EnvironmentLight, PBRShaderConfig, linear_to_srgb
 from text3d.render.shading import UnlitShader
 from text3d.representations.mesh import MeshRepresentation, MeshRepresentationConfig
-from text3d.fields.nerf import BackgroundConfig
 from text3d.scenes.render import render_dataset
 from text3d.scenes.spec import (
     CameraRigSpec,
@@ -50,8 +49,15 @@ from text3d.scenes.spec import (
 from text3d.views.photos import PhotoViews, PhotoViewsConfig
 
 MATERIAL = MaterialSpec(
-    base_color=(0.6, 0.1, 0.05), base_color_b=(0.1, 0.3, 0.6), texture=None, roughness=0.6, metallic=0.0,
-    ramp_axis=0, split_axis=2, split_at=0.1, upper=(0.9, 0.65, 0.3, 0.2, 1.0),
+    base_color=(0.6, 0.1, 0.05),
+    base_color_b=(0.1, 0.3, 0.6),
+    texture=None,
+    roughness=0.6,
+    metallic=0.0,
+    ramp_axis=0,
+    split_axis=2,
+    split_at=0.1,
+    upper=(0.9, 0.65, 0.3, 0.2, 1.0),
 )
 
 
@@ -77,7 +83,9 @@ def fit_materials(photos, verts, faces, env_file: str, steps: int, seed: int = 0
     opt = torch.optim.Adam(groups, betas=(0.9, 0.99), eps=1e-15)
     for step in range(steps):
         vb = views.sample(step, torch.device("cpu"))
-        out = rep.render(vb.cameras, vb.height, vb.width, shader, shader.sample(step, vb.cameras), training=True)
+        out = rep.render(
+            vb.cameras, vb.height, vb.width, shader, shader.sample(step, vb.cameras), training=True
+        )
         terms = {**objective(out, vb, step / steps).terms, **shader.regularizers(step)}
         opt.zero_grad()
         sum(terms.values()).backward()
@@ -99,7 +107,9 @@ def main() -> None:
     out_dir = Path(args.out)
     studio = write_hdr(out_dir / "studio.hdr", studio_hdr())
     train_ds = render_dataset(scene(WorldSpec(kind="sky"), args.size, args.views, args.spp))
-    relit_ds = render_dataset(scene(WorldSpec(kind="hdr", hdr_path=str(studio)), args.size, args.views, args.spp))
+    relit_ds = render_dataset(
+        scene(WorldSpec(kind="hdr", hdr_path=str(studio)), args.size, args.views, args.spp)
+    )
     sky_file = str(train_ds.path / "world.hdr")
     photos = load_photo_set(train_ds.path)  # normalised, as the fit sees it
     relit = load_photo_set(relit_ds.path)
@@ -138,7 +148,7 @@ def main() -> None:
         with torch.no_grad():
             shader.environment = EnvironmentLight(shader.environment.cfg, read_environment(studio), False)
             out = rep.render(cams, relit.height, relit.width, shader, shader.view_state(cams))
-        return round(float(np.mean([psnr(a, b) for a, b in zip(out.rgb, gt_relit)])), 2)
+        return round(float(np.mean([psnr(a, b) for a, b in zip(out.rgb, gt_relit, strict=True)])), 2)
 
     rep, shader = fit_materials(photos, verts, faces, "", args.steps)
     result["learned_light"] = material_scores(shader, scale=True)
@@ -183,7 +193,7 @@ def albedo_only(rep, photos, relit, test, gt_relit) -> float:
     sh = VertexColour()
     with torch.no_grad():
         out = rep.render(cams_t, relit.height, relit.width, sh, sh.preview())
-    return round(float(np.mean([psnr(a, b) for a, b in zip(out.rgb, gt_relit)])), 2)
+    return round(float(np.mean([psnr(a, b) for a, b in zip(out.rgb, gt_relit, strict=True)])), 2)
 
 
 if __name__ == "__main__":

@@ -63,13 +63,14 @@ def text3d_render(ds, channels, env: np.ndarray) -> tuple[torch.Tensor, torch.Te
     )
     cams = photos.cameras()
     with torch.no_grad():
-        out = render_mesh(verts, torch.tensor(np.asarray(mesh.faces)), cams, 64, 64, shader,
-                          shader.view_state(cams), BLACK)
+        out = render_mesh(
+            verts, torch.tensor(np.asarray(mesh.faces)), cams, 64, 64, shader, shader.view_state(cams), BLACK
+        )
     return out.rgb, photos.composite(BLACK)
 
 
 def mean_psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float(np.mean([psnr(x, y) for x, y in zip(a, b)]))
+    return float(np.mean([psnr(x, y) for x, y in zip(a, b, strict=True)]))
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +82,11 @@ def studio_file(tmp_path_factory):
     "material, world, bar",
     [
         (MaterialSpec(base_color=(0.7, 0.25, 0.1), texture=None, roughness=0.5, metallic=0.0), "sky", 30.0),
-        (MaterialSpec(base_color=(0.9, 0.8, 0.6), texture=None, roughness=0.25, metallic=1.0), "studio", 27.0),
+        (
+            MaterialSpec(base_color=(0.9, 0.8, 0.6), texture=None, roughness=0.25, metallic=1.0),
+            "studio",
+            27.0,
+        ),
     ],
     ids=["rough-dielectric-sky", "smooth-metal-studio"],
 )
@@ -120,7 +125,9 @@ def test_split_sum_terms_known_answers():
         m = prefilter_matrix((8, 16), (16, 32), rough)
         assert torch.allclose(m.sum(-1), torch.ones(128), atol=5e-3 if rough is None else 1e-5), rough
     d, solid = texel_directions(16, 32)
-    assert abs(float(solid.sum()) - 4 * np.pi) < 0.05 and torch.allclose(d.norm(dim=-1), torch.ones(512).double())
+    assert abs(float(solid.sum()) - 4 * np.pi) < 0.05 and torch.allclose(
+        d.norm(dim=-1), torch.ones(512).double()
+    )
 
 
 def test_environment_gradients_reach_the_light():

@@ -31,8 +31,14 @@ def export(tmp_path):
     mesh = trimesh.creation.icosphere(subdivisions=3, radius=0.5)
     cfg = ExportConfig(formats=("glb", "obj"), texture_size=128, target_faces=0)
     return export_mesh(
-        np.asarray(mesh.vertices, np.float32), mesh.faces, lambda x: (x + 0.5).clamp(0, 1), tmp_path, "ball", cfg,
-        roughness_metallic_fn=two_material, environment=studio_hdr(64, 32),
+        np.asarray(mesh.vertices, np.float32),
+        mesh.faces,
+        lambda x: (x + 0.5).clamp(0, 1),
+        tmp_path,
+        "ball",
+        cfg,
+        roughness_metallic_fn=two_material,
+        environment=studio_hdr(64, 32),
     )
 
 
@@ -84,12 +90,17 @@ BLENDER = textwrap.dedent(
 def test_blender_links_metallic_roughness(tmp_path):
     export(tmp_path)
     proc = subprocess.run(
-        [sys.executable, "-c", BLENDER, str(tmp_path / "ball.glb")], capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", BLENDER, str(tmp_path / "ball.glb")],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("BLENDER_RESULT"))
     links = json.loads(line[len("BLENDER_RESULT") :])
     print(links)
-    assert links["Base Color"]["image"].endswith("ball_albedo") and links["Base Color"]["colorspace"] == "sRGB"
+    assert (
+        links["Base Color"]["image"].endswith("ball_albedo") and links["Base Color"]["colorspace"] == "sRGB"
+    )
     for socket, channel in (("Roughness", "Green"), ("Metallic", "Blue")):
         src = links[socket]
         assert src is not None and src["image"].endswith("metallic_roughness"), (socket, src)

@@ -83,13 +83,35 @@ def glb_json(path) -> dict:
 
 def test_tiny_pbr_fit_exports_relightable_asset(tiny_scene, tmp_path, capsys):
     sets = [
-        "coarse.rays_per_step=256", "coarse.nerf.encoding.n_levels=8", "coarse.nerf.encoding.log2_hashmap_size=14",
-        "coarse.renderer.n_samples=32", "refine.dmtet.resolution=32", "refine.init_views=4",
-        "refine.init_resolution=16", "export.texture_size=64", "trainer.progress_bar=false",
-        "trainer.video_frames=2", "holdout=4", "material.pbr.environment.height=8",
+        "coarse.rays_per_step=256",
+        "coarse.nerf.encoding.n_levels=8",
+        "coarse.nerf.encoding.log2_hashmap_size=14",
+        "coarse.renderer.n_samples=32",
+        "refine.dmtet.resolution=32",
+        "refine.init_views=4",
+        "refine.init_resolution=16",
+        "export.texture_size=64",
+        "trainer.progress_bar=false",
+        "trainer.video_frames=2",
+        "holdout=4",
+        "material.pbr.environment.height=8",
     ]
-    argv = ["fit", str(tiny_scene), "--materials", "pbr", "--coarse-steps", "6", "--refine-steps", "2",
-            "--material-steps", "3", "--device", "cpu", "--out", str(tmp_path)]
+    argv = [
+        "fit",
+        str(tiny_scene),
+        "--materials",
+        "pbr",
+        "--coarse-steps",
+        "6",
+        "--refine-steps",
+        "2",
+        "--material-steps",
+        "3",
+        "--device",
+        "cpu",
+        "--out",
+        str(tmp_path),
+    ]
     for s in sets:
         argv += ["--set", s]
     assert main(argv) == 0, capsys.readouterr().err

@@ -495,7 +495,9 @@ def build_parser() -> argparse.ArgumentParser:
         "RUN_DIR/relight/.",
     )
     rel.add_argument("run_dir", type=Path)
-    rel.add_argument("--env", type=Path, help="an equirectangular Radiance .hdr (Blender's world orientation)")
+    rel.add_argument(
+        "--env", type=Path, help="an equirectangular Radiance .hdr (Blender's world orientation)"
+    )
     rel.add_argument("--frames", type=int, default=24)
     rel.add_argument("--res", type=int, default=256, help="frame size in pixels")
     rel.add_argument("--device", default="cpu")

@@ -169,7 +169,9 @@ def check_environment(image: np.ndarray, name: str = "environment map") -> np.nd
         )
     bad = ~np.isfinite(img) | (np.abs(img) > ENV_MAX_RADIANCE)
     if bad.any():
-        raise HDRFormatError(f"{name}: holds {int(bad.any(-1).sum())} NaN/Inf pixels (the light must be finite)")
+        raise HDRFormatError(
+            f"{name}: holds {int(bad.any(-1).sum())} NaN/Inf pixels (the light must be finite)"
+        )
     if (img < 0).any():
         raise HDRFormatError(f"{name}: holds negative radiance")
     return img

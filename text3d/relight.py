@@ -53,7 +53,10 @@ def load_materials_stage(run_dir: str | Path, env: str | Path | None = None, dev
 
 
 def relight(
-    run_dir: str | Path, env: str | Path | None = None, frames: int = 24, resolution: int = 256,
+    run_dir: str | Path,
+    env: str | Path | None = None,
+    frames: int = 24,
+    resolution: int = 256,
     device: str = "cpu",
 ) -> Path:
     """Render the turntable; returns the video's path."""

@@ -366,8 +366,18 @@ def export_asset(
                 "crossing: train longer or check the stage it started from)"
             )
         return export_mesh(
-            verts, faces, asset.albedo, out_dir, name, cfg, device, extras, on_phase, place,
-            roughness_metallic_fn=asset.roughness_metallic, environment=asset.environment,
+            verts,
+            faces,
+            asset.albedo,
+            out_dir,
+            name,
+            cfg,
+            device,
+            extras,
+            on_phase,
+            place,
+            roughness_metallic_fn=asset.roughness_metallic,
+            environment=asset.environment,
         )
     if cameras is None:
         cameras = threshold_cameras(CameraSamplerConfig(), cfg.threshold_views, device)

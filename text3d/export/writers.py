@@ -230,9 +230,13 @@ def glb_bytes(mesh: TexturedMesh, generator: str = "text3d") -> bytes:
     }
     if mesh.metallic_roughness_png:
         pbr = doc["materials"][0]["pbrMetallicRoughness"]
-        pbr.update(metallicRoughnessTexture={"index": 1, "texCoord": 0}, metallicFactor=1.0, roughnessFactor=1.0)
+        pbr.update(
+            metallicRoughnessTexture={"index": 1, "texCoord": 0}, metallicFactor=1.0, roughnessFactor=1.0
+        )
         doc["textures"].append({"sampler": 0, "source": 1})
-        doc["images"].append({"name": f"{mesh.name}_metallic_roughness", "bufferView": 5, "mimeType": "image/png"})
+        doc["images"].append(
+            {"name": f"{mesh.name}_metallic_roughness", "bufferView": 5, "mimeType": "image/png"}
+        )
     json_chunk = _pad4(json.dumps(doc, separators=(",", ":")).encode("utf-8"), b" ")
     bin_chunk = b"".join(blobs)
     total = 12 + 8 + len(json_chunk) + 8 + len(bin_chunk)

@@ -21,9 +21,9 @@ from text3d.fields.dmtet import DMTetConfig
 from text3d.fields.encoding import HashGridConfig
 from text3d.fields.nerf import BackgroundConfig, NeRFFieldConfig
 from text3d.fields.occupancy import OccupancyGridConfig
+from text3d.hdr import read_environment
 from text3d.objectives.photometric import PhotometricConfig, PhotometricObjective
 from text3d.recipes.text_to_3d import check_kind, dmtet_config
-from text3d.hdr import read_environment
 from text3d.render.pbr import EnvironmentLight, PBRShader, PBRShaderConfig
 from text3d.render.shading import UnlitShader
 from text3d.render.volume import VolumeRendererConfig
@@ -237,7 +237,9 @@ def build_stages(cfg: FitConfig, photos: PhotoSet) -> list[Stage]:
                 "materials",
                 m.steps,
                 MeshRepresentation(MeshRepresentationConfig(background, r.raster_backend)),
-                PhotoViews(photos, dataclasses.replace(views, images_per_step=m.images_per_step), mode="images"),
+                PhotoViews(
+                    photos, dataclasses.replace(views, images_per_step=m.images_per_step), mode="images"
+                ),
                 pbr_shader(m.pbr, cfg.env, cfg.bound),
                 PhotometricObjective(m.photometric),
                 m.optim,

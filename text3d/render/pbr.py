@@ -77,9 +77,7 @@ def texel_directions(height: int, width: int) -> tuple[Float[Tensor, "HW 3"], Fl
     return d, solid
 
 
-def sample_equirect(
-    env: Float[Tensor, "H W C"], d: Float[Tensor, "N 3"]
-) -> Float[Tensor, "N C"]:
+def sample_equirect(env: Float[Tensor, "H W C"], d: Float[Tensor, "N 3"]) -> Float[Tensor, "N C"]:
     """Bilinear lookup of an equirectangular map at unit directions, wrapping in azimuth and clamping at the
     poles. Gathers (no ``grid_sample``) so the backward pass is deterministic on every device."""
     h, w, c = env.shape
@@ -116,8 +114,8 @@ def prefilter_matrix(out_hw: tuple[int, int], in_hw: tuple[int, int], roughness:
     (absolute: a uniform unit light gives 1).
     """
     r, _ = texel_directions(*out_hw)
-    l, solid = texel_directions(*in_hw)
-    c = r @ l.T
+    light_dirs, solid = texel_directions(*in_hw)
+    c = r @ light_dirs.T
     if roughness is None:
         return (c.clamp(min=0.0) * solid / math.pi).float()
     cos_h = ((1.0 + c) * 0.5).clamp(min=0.0).sqrt()
@@ -140,7 +138,7 @@ def dfg_lut(size: int = 32, samples: int = 512) -> np.ndarray:
         phi = 2 * np.pi * xi1
         cos_t = np.sqrt((1 - xi2) / (1 + (a * a - 1) * xi2))
         sin_t = np.sqrt(1 - cos_t**2)
-        hx, hy, hz = sin_t * np.cos(phi), sin_t * np.sin(phi), cos_t
+        hx, hz = sin_t * np.cos(phi), cos_t  # V lies in the xz plane: H's y never enters
         k = a / 2.0
         for v_i, nv in enumerate(grid):
             vx, vz = math.sqrt(1 - nv * nv), nv
@@ -202,8 +200,12 @@ class EnvironmentLight(nn.Module):
     ground to a sun). ``trainable=False`` holds a known light fixed (``--env``).
     """
 
-    def __init__(self, cfg: EnvironmentConfig = EnvironmentConfig(), image: np.ndarray | None = None,
-                 trainable: bool = True):
+    def __init__(
+        self,
+        cfg: EnvironmentConfig = EnvironmentConfig(),
+        image: np.ndarray | None = None,
+        trainable: bool = True,
+    ):
         super().__init__()
         self.cfg = cfg
         if image is None:
@@ -297,8 +299,12 @@ class PBRShader(Shader):
     returns display (sRGB) colours in [0, 1], what photos hold.
     """
 
-    def __init__(self, cfg: PBRShaderConfig = PBRShaderConfig(), material: nn.Module | None = None,
-                 environment: EnvironmentLight | None = None):
+    def __init__(
+        self,
+        cfg: PBRShaderConfig = PBRShaderConfig(),
+        material: nn.Module | None = None,
+        environment: EnvironmentLight | None = None,
+    ):
         super().__init__()
         self.cfg = cfg
         self.material = material if material is not None else MaterialField(cfg.material)
@@ -319,10 +325,16 @@ class PBRShader(Shader):
         groups = self.environment.param_groups()
         if isinstance(self.material, MaterialField):
             groups += [
-                {"name": "material_encoding", "params": list(self.material.encoding.parameters()),
-                 "lr": self.cfg.lr},
-                {"name": "material_mlp", "params": list(self.material.mlp.parameters()),
-                 "lr": self.cfg.lr * self.cfg.network_lr_scale},
+                {
+                    "name": "material_encoding",
+                    "params": list(self.material.encoding.parameters()),
+                    "lr": self.cfg.lr,
+                },
+                {
+                    "name": "material_mlp",
+                    "params": list(self.material.mlp.parameters()),
+                    "lr": self.cfg.lr * self.cfg.network_lr_scale,
+                },
             ]
         return groups
 

@@ -73,7 +73,14 @@ class MeshRepresentation(Representation):
     ) -> RenderOutput:
         _, dirs = cameras.rays(height, width)
         return render_mesh(
-            self.verts, self.faces, cameras, height, width, shader, shading, self.background(dirs),
+            self.verts,
+            self.faces,
+            cameras,
+            height,
+            width,
+            shader,
+            shading,
+            self.background(dirs),
             backend=self.cfg.raster_backend,
         )
 
@@ -82,5 +89,6 @@ class MeshRepresentation(Representation):
 
     def asset(self) -> Asset:
         """The mesh; colour is the shader's (``Shader.finish_asset`` adds it)."""
-        return Asset(albedo=lambda x: torch.full_like(x, 0.5), mesh=TriMesh(self.verts, self.faces),
-                     source=self.name)
+        return Asset(
+            albedo=lambda x: torch.full_like(x, 0.5), mesh=TriMesh(self.verts, self.faces), source=self.name
+        )

@@ -61,7 +61,9 @@ def build_material(obj, spec):
         ramp.inputs["From Max"].default_value = size / 2
         ramp.inputs["To Min"].default_value = 0.0
         ramp.inputs["To Max"].default_value = 1.0
-        _, colour = _mix(nodes, links, "RGBA", ramp.outputs["Result"], base, list(spec["base_color_b"]) + [1.0])
+        _, colour = _mix(
+            nodes, links, "RGBA", ramp.outputs["Result"], base, list(spec["base_color_b"]) + [1.0]
+        )
     bsdf.inputs["Base Color"].default_value = base
     bsdf.inputs["Roughness"].default_value = rough
     bsdf.inputs["Metallic"].default_value = metal

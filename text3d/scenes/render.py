@@ -247,7 +247,10 @@ def render_dataset(
         try:
             proc = subprocess.run(
                 [exe, str(PBR_SCRIPT if _varying_material(spec) else SCRIPT), str(job_path)],
-                capture_output=True, text=True, timeout=timeout_s, env=env
+                capture_output=True,
+                text=True,
+                timeout=timeout_s,
+                env=env,
             )
         except subprocess.TimeoutExpired as err:
             raise SceneRenderError(f"Blender did not finish rendering within {timeout_s:.0f} s") from err

@@ -72,8 +72,13 @@ class MaterialSpec:
     """The second material: linear base RGB, roughness, metallic."""
 
 
-MATERIAL_EXTRAS_DEFAULTS = {"base_color_b": None, "ramp_axis": 0, "split_axis": -1, "split_at": 0.0,
-                            "upper": (0.9, 0.6, 0.25, 0.15, 1.0)}
+MATERIAL_EXTRAS_DEFAULTS = {
+    "base_color_b": None,
+    "ramp_axis": 0,
+    "split_axis": -1,
+    "split_at": 0.0,
+    "upper": (0.9, 0.6, 0.25, 0.15, 1.0),
+}
 """The spatially varying material fields; left out of the cache key at their defaults, so scenes described
 before they existed keep their cached renders."""
 
@@ -324,7 +329,8 @@ def studio_hdr(width: int = 128, height: int = 64, key_azimuth_deg: float = -60.
     phi = (0.5 - u) * 2 * np.pi
     d = np.stack(
         np.broadcast_arrays(
-            np.sin(theta)[:, None] * np.cos(phi)[None], np.sin(theta)[:, None] * np.sin(phi)[None],
+            np.sin(theta)[:, None] * np.cos(phi)[None],
+            np.sin(theta)[:, None] * np.sin(phi)[None],
             np.cos(theta)[:, None],
         ),
         -1,
