@@ -167,3 +167,17 @@ def test_bad_environment_maps(tmp_path):
     flat.write_bytes(bytes(raw[:header_end]) + pixels.tobytes())
     with pytest.raises(HDRFormatError, match="NaN/Inf"):
         read_environment(flat)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_pbr_shading_cuda_matches_cpu():
+    """The shader's gathers and matrices give the same colours on the GPU as on the CPU (twin check)."""
+    torch.manual_seed(0)
+    env = np.random.default_rng(0).gamma(1.0, 1.0, (16, 32, 3)).astype(np.float32)
+    shader = PBRShader(environment=EnvironmentLight(EnvironmentConfig(height=16), env, trainable=True))
+    pts = torch.rand(500, 3) * 2 - 1
+    n = torch.nn.functional.normalize(torch.randn(500, 3), dim=-1)
+    v = torch.nn.functional.normalize(torch.randn(500, 3), dim=-1)
+    cpu = shader.radiance(shader.material(pts), n, v)
+    gpu = shader.to("cuda").radiance(shader.material(pts.cuda()), n.cuda(), v.cuda())
+    torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-4, atol=1e-5)
