@@ -171,7 +171,6 @@ def run(size: int, views: int, spp: int, steps: int, out: str, full: bool = True
 def albedo_only(rep, photos, relit, test, gt_relit) -> float:
     """An albedo-only asset: per-vertex colour = the mean of the training photos' pixels it projects to (the
     lighting of the training views baked in), rendered unlit from the held-out cameras."""
-    from text3d.render.raster import rasterize  # noqa: F401
 
     verts = rep.verts
     cams = photos.subset(photos.indices("train").tolist()).cameras()

@@ -177,9 +177,18 @@ def test_cycles_render_of_the_export_matches_text3d(tmp_path):
     eyes = np.array([[2.8, -1.2, 0.6], [-2.0, -2.0, 1.2], [0.5, 2.9, -0.4]])
     c2w_blender = look_at_z_up(eyes, np.zeros(3))
     proc = subprocess.run(
-        [sys.executable, "-c", CYCLES, str(tmp_path / "ball.glb"), str(hdr), str(tmp_path),
-         json.dumps(c2w_blender.tolist())],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-c",
+            CYCLES,
+            str(tmp_path / "ball.glb"),
+            str(hdr),
+            str(tmp_path),
+            json.dumps(c2w_blender.tolist()),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     cycles = []
@@ -194,14 +203,24 @@ def test_cycles_render_of_the_export_matches_text3d(tmp_path):
             rm = two_material(x)
             return Material(base=srgb_to_linear(colour(x)), roughness=rm[:, 0], metallic=rm[:, 1])
 
-    shader = PBRShader(material=Known(), environment=EnvironmentLight(EnvironmentConfig(height=64), light, False))
+    shader = PBRShader(
+        material=Known(), environment=EnvironmentLight(EnvironmentConfig(height=64), light, False)
+    )
     c2w = torch.tensor(Z_UP_TO_Y_UP @ c2w_blender, dtype=torch.float32)
     n = len(eyes)
     fovy = torch.full((n,), np.deg2rad(30.0), dtype=torch.float32)
     cams = Cameras(c2w, fovy, torch.zeros(n), torch.zeros(n), torch.ones(n))
     with torch.no_grad():
-        out = render_mesh(torch.tensor(verts), torch.tensor(mesh.faces), cams, 64, 64, shader,
-                          shader.view_state(cams), torch.zeros(3))
+        out = render_mesh(
+            torch.tensor(verts),
+            torch.tensor(mesh.faces),
+            cams,
+            64,
+            64,
+            shader,
+            shader.view_state(cams),
+            torch.zeros(3),
+        )
     scores = [psnr(out.rgb[i], cycles[i]) for i in range(n)]
     print(f"Cycles render of the imported GLB vs text3d's relit render: {np.round(scores, 2)} dB")
     assert min(scores) >= 25.0, scores
