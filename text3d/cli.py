@@ -194,6 +194,9 @@ FIT_ALIASES: dict[str, tuple[str, ...]] = {
     "seed": ("seed",),
     "device": ("device",),
     "loss": ("coarse.photometric.loss", "refine.photometric.loss"),
+    "materials": ("materials",),
+    "env": ("env",),
+    "material-steps": ("material.steps",),
 }
 """``text3d fit`` flags, mapped to the FitConfig fields they set."""
 
@@ -220,6 +223,9 @@ def fit_config_from_args(args: argparse.Namespace):
         "seed": args.seed,
         "device": args.device,
         "loss": args.loss,
+        "materials": getattr(args, "materials", None),
+        "env": None if getattr(args, "env", None) is None else str(args.env),
+        "material-steps": getattr(args, "material_steps", None),
     }
     for key, value in flags.items():
         if value is not None:
@@ -453,6 +459,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="learn a pose correction per photo (BARF-style)",
     )
     fit.add_argument("--loss", choices=("l2", "l1", "huber"), help="photometric loss (default l2)")
+    fit.add_argument(
+        "--materials",
+        choices=("none", "pbr"),
+        help="pbr: recover base colour, roughness, metallic and the environment light on the mesh "
+        "(a relightable asset + <name>_environment.hdr)",
+    )
+    fit.add_argument("--env", type=Path, help="with --materials pbr: a known environment .hdr, held fixed")
+    fit.add_argument("--material-steps", type=int, help="materials stage steps (default 500)")
     fit.add_argument("--seed", type=int)
     fit.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, mps")
     fit.add_argument("--preset", help="fast or quality (default)")
@@ -573,7 +587,32 @@ def build_parser() -> argparse.ArgumentParser:
     rnd.add_argument("--size", choices=("tiny", "sd21-base"), default="tiny")
     rnd.add_argument("--seed", type=int, default=0)
     rnd.set_defaults(func=cmd_random_model)
+
+    rel = sub.add_parser(
+        "relight",
+        help="turntable of a --materials pbr fit under any environment map",
+        description="Renders RUN_DIR's PBR asset (materials stage) under FILE.hdr (default: the learned light) into "
+        "RUN_DIR/relight/.",
+    )
+    rel.add_argument("run_dir", type=Path)
+    rel.add_argument(
+        "--env", type=Path, help="an equirectangular Radiance .hdr (Blender's world orientation)"
+    )
+    rel.add_argument("--frames", type=int, default=24)
+    rel.add_argument("--res", type=int, default=256, help="frame size in pixels")
+    rel.add_argument("--device", default="cpu")
+    rel.set_defaults(func=cmd_relight)
     return parser
+
+
+def cmd_relight(args: argparse.Namespace) -> int:
+    from text3d.relight import relight
+
+    if args.frames < 1 or args.res < 8:
+        raise ConfigError("--frames must be >= 1 and --res >= 8")
+    path = relight(args.run_dir, args.env, frames=args.frames, resolution=args.res, device=args.device)
+    print(f"relit turntable: {path}")
+    return 0
 
 
 def cmd_render_dataset(argv: list[str]) -> int:

@@ -167,6 +167,9 @@ def _export(stage, cfg: FitConfig, photos: PhotoSet, run_dir: Path, record, resu
         return
     result.meshes = _mesh_files(exported.files)
     record.data["outputs"]["meshes"] = [str(p.relative_to(run_dir)) for p in result.meshes]
+    envs = [p for p in exported.files if p.name.endswith("_environment.hdr")]
+    if envs:  # --materials pbr: the learned (or given) light beside the relightable mesh
+        record.data["outputs"]["environment"] = str(envs[0].relative_to(run_dir))
     record.update(
         export={
             **_export_summary(exported),

@@ -18,13 +18,16 @@ from pathlib import Path
 
 import numpy as np
 
+from text3d.errors import Text3DError
 from text3d.io import write_bytes
 
 _MAGICS = (b"#?RADIANCE", b"#?RGBE")
+ENV_MAX_RADIANCE = 1e30
+"""Larger values are treated as overflow (an RGBE exponent byte of 255 decodes to ~1.7e38): no real light."""
 
 
-class HDRFormatError(ValueError):
-    """The file is not a Radiance RGBE image this reader understands."""
+class HDRFormatError(Text3DError, ValueError):
+    """The file is not a Radiance RGBE image this reader understands, or not a usable environment map."""
 
 
 def encode_rgbe(rgb: np.ndarray) -> np.ndarray:
@@ -62,6 +65,11 @@ def _rle_scanline(line: np.ndarray) -> bytes:
 
 def write_hdr(path: str | os.PathLike, image: np.ndarray) -> Path:
     """Write a ``[H, W, 3]`` linear float image as a Radiance ``.hdr`` file (atomically)."""
+    return write_bytes(path, hdr_bytes(image))
+
+
+def hdr_bytes(image: np.ndarray) -> bytes:
+    """A ``[H, W, 3]`` linear float image as the bytes of a Radiance ``.hdr`` file."""
     img = np.asarray(image, np.float32)
     if img.ndim != 3 or img.shape[-1] != 3 or img.shape[0] < 1 or img.shape[1] < 1:
         raise ValueError(f"expected an [H, W, 3] image, got shape {img.shape}")
@@ -72,7 +80,7 @@ def write_hdr(path: str | os.PathLike, image: np.ndarray) -> Path:
         body = b"".join(_rle_scanline(rgbe[y]) for y in range(h))
     else:  # RLE is undefined outside this range: flat pixels
         body = rgbe.tobytes()
-    return write_bytes(path, header + body)
+    return header + body
 
 
 def read_hdr(path: str | os.PathLike) -> np.ndarray:
@@ -142,3 +150,48 @@ def read_hdr(path: str | os.PathLike) -> np.ndarray:
             out[y] = np.frombuffer(buf[pos : pos + n], np.uint8).reshape(w, 4)
             pos += n
     return decode_rgbe(out)
+
+
+def check_environment(image: np.ndarray, name: str = "environment map") -> np.ndarray:
+    """Validate an equirectangular environment map: ``float32 [H, 2H, 3]``, finite, non-negative radiance.
+
+    Raises :class:`HDRFormatError` with one line naming ``name`` for the wrong shape or aspect ratio (an
+    equirectangular map spans 360 x 180 degrees, so its width is exactly twice its height), NaN, Inf or
+    overflowing values, or negative radiance.
+    """
+    img = np.asarray(image, np.float32)
+    if img.ndim != 3 or img.shape[-1] != 3:
+        raise HDRFormatError(f"{name}: expected an [H, W, 3] image, got shape {tuple(img.shape)}")
+    h, w = img.shape[:2]
+    if w != 2 * h or h < 2:
+        raise HDRFormatError(
+            f"{name}: {w}x{h} is not an equirectangular environment map (width must be twice the height)"
+        )
+    bad = ~np.isfinite(img) | (np.abs(img) > ENV_MAX_RADIANCE)
+    if bad.any():
+        raise HDRFormatError(
+            f"{name}: holds {int(bad.any(-1).sum())} NaN/Inf pixels (the light must be finite)"
+        )
+    if (img < 0).any():
+        raise HDRFormatError(f"{name}: holds negative radiance")
+    return img
+
+
+def read_environment(path: str | os.PathLike) -> np.ndarray:
+    """Read and validate an equirectangular environment ``.hdr`` (see :func:`check_environment`); one-line
+    :class:`HDRFormatError` for a missing file, a file that is not a Radiance ``.hdr``, or a bad map."""
+    p = Path(path)
+    if not p.is_file():
+        raise HDRFormatError(f"{path}: environment map not found")
+    try:
+        img = read_hdr(p)
+    except HDRFormatError:
+        raise
+    except (ValueError, IndexError) as err:  # malformed numbers in the resolution line and the like
+        raise HDRFormatError(f"{path}: not a readable Radiance .hdr file ({err})") from None
+    return check_environment(img, str(path))
+
+
+def write_environment(path: str | os.PathLike, image: np.ndarray) -> Path:
+    """Validate (:func:`check_environment`) and write an environment map; nothing is written if it is bad."""
+    return write_hdr(path, check_environment(image, str(path)))

@@ -447,7 +447,7 @@ def export_trained(
     stage.eval()
     try:
         with torch.no_grad():
-            asset = stage.representation.asset()
+            asset = stage.shader.finish_asset(stage.representation.asset())
             cameras = stage.views.silhouette_cameras(cfg.threshold_views, device)
             return export_asset(asset, out_dir, name, cfg, cameras, device, extras, on_phase, place)
     finally:

@@ -35,7 +35,14 @@ from text3d.cameras import Cameras, CameraSamplerConfig, threshold_cameras
 from text3d.errors import ExportError
 from text3d.export.mesh import Placement, clean_mesh, decimate, orient_outward, placement, vertex_normals
 from text3d.export.texture import AlbedoFn, bake_texture, encode_png, to_uint8, unwrap, vertex_colors
-from text3d.export.writers import TexturedMesh, staged_files, write_glb, write_obj, write_ply
+from text3d.export.writers import (
+    TexturedMesh,
+    staged_files,
+    write_environment_file,
+    write_glb,
+    write_obj,
+    write_ply,
+)
 from text3d.geometry.asset import Asset, DensityFn
 from text3d.geometry.isosurface import auto_threshold, extract_isosurface
 
@@ -138,6 +145,22 @@ def validate_config(cfg: ExportConfig) -> None:
 
 
 # -------------------------------------------------------------------------------------------------- the core
+def _as_rgb(fn: AlbedoFn) -> AlbedoFn:
+    """``[N, 2]`` (roughness, metallic) -> glTF's ``[N, 3]`` (unused R = 1, G roughness, B metallic)."""
+    return lambda x: torch.cat([torch.ones_like(x[:, :1]), fn(x)], dim=-1)
+
+
+def _linear_png(image: np.ndarray) -> bytes:
+    """PNG bytes with no colour-space tag: the values are data (roughness, metallic), not sRGB colours."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def export_mesh(
     verts: np.ndarray,
     faces: np.ndarray,
@@ -149,6 +172,8 @@ def export_mesh(
     extras: dict | None = None,
     on_phase: PhaseHook | None = None,
     place: Placement | None = None,
+    roughness_metallic_fn: AlbedoFn | None = None,
+    environment: np.ndarray | None = None,
 ) -> ExportResult:
     """Clean, decimate, unwrap, bake and write a mesh given in the field's frame.
 
@@ -164,6 +189,9 @@ def export_mesh(
             may raise to stop the export (the web app's cancel), which leaves no file behind.
         place: the map from the field's frame to the file's (a photo set's own frame); default: centred and scaled
             by ``cfg.size`` and ``cfg.center``.
+        roughness_metallic_fn: PBR assets (``[N, 3] -> [N, 2]``): baked into the GLB's linear
+            ``metallicRoughnessTexture`` (G roughness, B metallic, factors 1) and OBJ's ``map_Pr`` / ``map_Pm``.
+        environment: PBR assets: the learned light (``[H, 2H, 3]``), written as ``<name>_environment.hdr``.
 
     Raises:
         ExportError: empty or degenerate geometry, a bad setting. No file is left behind.
@@ -189,6 +217,18 @@ def export_mesh(
     t0 = time.perf_counter()
     baked = bake_texture(uvmesh, albedo_fn, cfg.texture_size, device)
     png = encode_png(to_uint8(baked.image))
+    pbr_maps = {}
+    if roughness_metallic_fn is not None:
+        rm = to_uint8(bake_texture(uvmesh, _as_rgb(roughness_metallic_fn), cfg.texture_size, device).image)
+        pbr_maps = {
+            "metallic_roughness_png": _linear_png(rm),
+            "roughness_png": _linear_png(rm[..., 1:2].repeat(3, -1)),
+            "metallic_png": _linear_png(rm[..., 2:3].repeat(3, -1)),
+        }
+    if environment is not None:
+        from text3d.hdr import check_environment, hdr_bytes
+
+        pbr_maps["environment_hdr"] = hdr_bytes(check_environment(environment, "the learned environment"))
     seconds["bake"] = time.perf_counter() - t0
 
     place = place or placement(verts, cfg.size, cfg.center)
@@ -200,6 +240,7 @@ def export_mesh(
         texture_png=png,
         name=name,
         extras={"units": "metres", "up": "+Y", "front": "+Z", **(extras or {})},
+        **pbr_maps,
     )
     phase("write")
     t0 = time.perf_counter()
@@ -210,6 +251,7 @@ def export_mesh(
             files.append(write_glb(st, out_dir / f"{name}.glb", textured))
         if "obj" in formats:
             files += write_obj(st, out_dir, textured)
+        files += write_environment_file(st, out_dir, textured)
         if "ply" in formats:
             colors = vertex_colors(verts, albedo_fn, device)
             files.append(
@@ -323,7 +365,20 @@ def export_asset(
                 f"the {asset.source or 'asset'} surface is empty; nothing to export (its SDF has no zero "
                 "crossing: train longer or check the stage it started from)"
             )
-        return export_mesh(verts, faces, asset.albedo, out_dir, name, cfg, device, extras, on_phase, place)
+        return export_mesh(
+            verts,
+            faces,
+            asset.albedo,
+            out_dir,
+            name,
+            cfg,
+            device,
+            extras,
+            on_phase,
+            place,
+            roughness_metallic_fn=asset.roughness_metallic,
+            environment=asset.environment,
+        )
     if cameras is None:
         cameras = threshold_cameras(CameraSamplerConfig(), cfg.threshold_views, device)
     return export_density(

@@ -33,7 +33,8 @@ def turntable_frames(
         for i in range(n_frames):
             if on_frame is not None:
                 on_frame(i, n_frames)
-            rgb = representation.render(cameras[i], res, res, shader, shader.preview(), training=False).rgb[0]
+            cam = cameras[i]
+            rgb = representation.render(cam, res, res, shader, shader.view_state(cam), training=False).rgb[0]
             frames.append((rgb.clamp(0, 1).float().cpu().numpy() * 255 + 0.5).astype(np.uint8))
     return frames
 

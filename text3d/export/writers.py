@@ -60,6 +60,13 @@ class TexturedMesh:
     texture_png: bytes
     name: str
     extras: dict = field(default_factory=dict)
+    metallic_roughness_png: bytes | None = None
+    """PBR: glTF's ``metallicRoughnessTexture`` (linear; roughness in G, metallic in B), PNG bytes."""
+    roughness_png: bytes | None = None
+    metallic_png: bytes | None = None
+    """PBR, for OBJ's ``map_Pr`` / ``map_Pm``: greyscale PNGs."""
+    environment_hdr: bytes | None = None
+    """PBR: the learned light as Radiance ``.hdr`` bytes, written beside the mesh as ``<name>_environment.hdr``."""
 
 
 class StagedFiles:
@@ -155,6 +162,7 @@ def glb_bytes(mesh: TexturedMesh, generator: str = "text3d") -> bytes:
         (uv.tobytes(), _ARRAY_BUFFER),
         (idx.tobytes(), _ELEMENT_ARRAY_BUFFER),
         (mesh.texture_png, None),
+        *([(mesh.metallic_roughness_png, None)] if mesh.metallic_roughness_png else []),
     ):
         view = {"buffer": 0, "byteOffset": offset, "byteLength": len(data)}
         if target is not None:
@@ -220,6 +228,15 @@ def glb_bytes(mesh: TexturedMesh, generator: str = "text3d") -> bytes:
         "bufferViews": views,
         "buffers": [{"byteLength": offset}],
     }
+    if mesh.metallic_roughness_png:
+        pbr = doc["materials"][0]["pbrMetallicRoughness"]
+        pbr.update(
+            metallicRoughnessTexture={"index": 1, "texCoord": 0}, metallicFactor=1.0, roughnessFactor=1.0
+        )
+        doc["textures"].append({"sampler": 0, "source": 1})
+        doc["images"].append(
+            {"name": f"{mesh.name}_metallic_roughness", "bufferView": 5, "mimeType": "image/png"}
+        )
     json_chunk = _pad4(json.dumps(doc, separators=(",", ":")).encode("utf-8"), b" ")
     bin_chunk = b"".join(blobs)
     total = 12 + 8 + len(json_chunk) + 8 + len(bin_chunk)
@@ -240,6 +257,19 @@ def write_glb(st: StagedFiles, path: str | os.PathLike, mesh: TexturedMesh) -> P
 
     st.path(path).write_bytes(glb_bytes(mesh, generator=f"text3d {__version__}"))
     return Path(path)
+
+
+def environment_file_name(name: str) -> str:
+    return f"{name}_environment.hdr"
+
+
+def write_environment_file(st: StagedFiles, folder: str | os.PathLike, mesh: TexturedMesh) -> list[Path]:
+    """Stage the learned light beside the mesh (``<name>_environment.hdr``), when the asset has one."""
+    if mesh.environment_hdr is None:
+        return []
+    path = Path(folder) / environment_file_name(mesh.name)
+    st.path(path).write_bytes(mesh.environment_hdr)
+    return [path]
 
 
 # ---------------------------------------------------------------------------------------------------------- OBJ
@@ -264,7 +294,8 @@ def write_obj(st: StagedFiles, folder: str | os.PathLike, mesh: TexturedMesh) ->
     """
     folder = Path(folder)
     obj_name, mtl_name, png_name = obj_file_names(mesh.name)
-    mtl = mtl_text(mesh.name, png_name)
+    pbr = mesh.roughness_png is not None and mesh.metallic_png is not None
+    mtl = mtl_text(mesh.name, png_name, pbr=pbr)
     f1 = np.asarray(mesh.faces, dtype=np.int64) + 1
     header = (
         "# text3d mesh: metres, +Y up, front faces +Z\n"
@@ -283,15 +314,25 @@ def write_obj(st: StagedFiles, folder: str | os.PathLike, mesh: TexturedMesh) ->
     st.path(folder / obj_name).write_text(header + body, encoding="utf-8")
     st.path(folder / mtl_name).write_text(mtl, encoding="utf-8")
     st.path(folder / png_name).write_bytes(mesh.texture_png)
-    return [folder / obj_name, folder / mtl_name, folder / png_name]
+    files = [folder / obj_name, folder / mtl_name, folder / png_name]
+    if mesh.roughness_png is not None and mesh.metallic_png is not None:
+        for kind, data in (("roughness", mesh.roughness_png), ("metallic", mesh.metallic_png)):
+            st.path(folder / f"{mesh.name}_{kind}.png").write_bytes(data)
+            files.append(folder / f"{mesh.name}_{kind}.png")
+    return files
 
 
-def mtl_text(name: str, png_name: str) -> str:
-    """The MTL of an albedo-only material: ``map_Kd`` names the texture with a relative path, plus the PBR
-    extension lines (``Pr``, ``Pm``) that Blender's importer reads."""
+def mtl_text(name: str, png_name: str, pbr: bool = False) -> str:
+    """The MTL of the material: ``map_Kd`` names the base-colour texture with a relative path, plus the PBR
+    extension lines Blender's importer reads: ``Pr`` / ``Pm`` (an albedo-only material is fully rough and
+    non-metallic) and, with ``pbr``, the roughness and metallic maps ``<name>_roughness.png`` / ``_metallic.png``
+    (``map_Pr`` / ``map_Pm``, linear greyscale)."""
+    maps = [f"map_Pr {name}_roughness.png", f"map_Pm {name}_metallic.png"] if pbr else []
     return "\n".join(
         [
-            "# text3d: albedo-only material (sRGB base colour texture, non-metallic, fully rough)",
+            "# text3d: PBR material (sRGB base colour; roughness and metallic maps, linear)"
+            if pbr
+            else "# text3d: albedo-only material (sRGB base colour texture, non-metallic, fully rough)",
             f"newmtl {name}",
             "Ka 1.000000 1.000000 1.000000",
             "Kd 1.000000 1.000000 1.000000",
@@ -300,8 +341,9 @@ def mtl_text(name: str, png_name: str) -> str:
             "d 1.000000",
             "illum 1",
             "Pr 1.000000",
-            "Pm 0.000000",
+            f"Pm {1.0 if pbr else 0.0:.6f}",
             f"map_Kd {png_name}",
+            *maps,
             "",
         ]
     )

@@ -43,6 +43,12 @@ class Asset:
     bound: float = 1.0
     n_samples: int = 64
     source: str = ""
+    roughness_metallic: ColorFn | None = None
+    """PBR assets: ``points [N, 3] -> [N, 2]`` (roughness, metallic) in [0, 1]; ``albedo`` is then the base
+    colour, sRGB-encoded. Export bakes them into glTF's ``metallicRoughnessTexture``."""
+    environment: object | None = None
+    """PBR assets: the learned light, ``float32 [H, 2H, 3]`` linear equirectangular radiance in Blender's world
+    orientation (:mod:`text3d.render.pbr`); export writes it as ``<name>_environment.hdr``."""
 
     def __post_init__(self) -> None:
         if (self.mesh is None) == (self.density is None):

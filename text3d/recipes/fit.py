@@ -25,12 +25,15 @@ from text3d.fields.dmtet import DMTetConfig
 from text3d.fields.encoding import HashGridConfig
 from text3d.fields.nerf import NORMAL_KINDS, BackgroundConfig, NeRFFieldConfig
 from text3d.fields.occupancy import OccupancyGridConfig
+from text3d.hdr import read_environment
 from text3d.objectives.photometric import PhotometricConfig, PhotometricObjective
 from text3d.recipes.text_to_3d import check_kind, dmtet_config
+from text3d.render.pbr import EnvironmentLight, PBRShader, PBRShaderConfig
 from text3d.render.shading import UnlitShader
 from text3d.render.volume import VolumeRendererConfig
 from text3d.representations.base import Ramp
 from text3d.representations.dmtet import DMTetRepresentation
+from text3d.representations.mesh import MeshRepresentation, MeshRepresentationConfig
 from text3d.representations.nerf import NeRFConfig, NeRFRepresentation
 from text3d.representations.sdf import SDFConfig, SDFRepresentation
 from text3d.training.stage import OptimConfig, Stage
@@ -44,6 +47,7 @@ VIEW_KINDS = ("photos",)
 SHADER_KINDS = ("unlit",)
 OBJECTIVE_KINDS = ("photometric",)
 PLACEMENTS = ("input", "normalized")
+MATERIALS = ("none", "pbr")
 BACKGROUNDS = ("auto", "solid", "learned")
 
 
@@ -108,6 +112,21 @@ class FitRefineConfig(FitStageConfig):
 
 
 @dataclass(frozen=True)
+class FitMaterialsConfig(FitStageConfig):
+    """The materials stage (``materials: pbr``): the refine stage's mesh held fixed, a PBR shader's material
+    field and environment map fitted to whole photos. See :mod:`text3d.render.pbr` for the shading model and
+    the regularisers (material smoothness against light baked into the albedo; a white-light prior so the
+    light's tint and the albedo's colour do not trade off freely). The overall scale between light and albedo
+    is left to the photos: specular highlights (whose strength does not scale with the albedo) pin it down
+    partly, and :mod:`bench.pbr_bench` measures base colour after one global scale, as is standard."""
+
+    steps: int = 500
+    shader: str = "pbr"
+    images_per_step: int = 2
+    pbr: PBRShaderConfig = field(default_factory=PBRShaderConfig)
+
+
+@dataclass(frozen=True)
 class FitConfig:
     """Everything that determines a fit. Saved, resolved, as ``config.yaml`` in the run folder."""
 
@@ -133,6 +152,13 @@ class FitConfig:
     export: ExportConfig = field(default_factory=ExportConfig)
     eval_images: int = 4
     """Held-out views drawn as ground truth | render | error in ``eval/``."""
+    materials: str = "none"
+    """``pbr``: after the mesh, recover base colour / roughness / metallic and the environment light (a third,
+    ``materials`` stage); the export is then relightable. ``none``: the colour is what the cameras saw."""
+    env: str = ""
+    """With ``materials: pbr``: a known environment (equirectangular Radiance ``.hdr``, Blender's world
+    orientation), held fixed, so only the materials are solved for."""
+    material: FitMaterialsConfig = field(default_factory=FitMaterialsConfig)
 
 
 FIT_PRESETS: dict[str, dict[str, str]] = {
@@ -154,6 +180,15 @@ def check_fit_config(cfg: FitConfig) -> None:
         check_kind(f"{name}.objective", stage.objective, OBJECTIVE_KINDS)
     check_kind("coarse.nerf.normals", cfg.coarse.nerf.normals, NORMAL_KINDS)
     check_kind("placement", cfg.placement, PLACEMENTS)
+    check_kind("materials", cfg.materials, MATERIALS)
+    if cfg.materials == "pbr" and cfg.refine.steps <= 0:
+        raise ConfigError(
+            "--materials pbr needs the mesh stage (refine.steps > 0): materials are fitted on the mesh"
+        )
+    if cfg.env and cfg.materials != "pbr":
+        raise ConfigError("--env sets the light of the materials stage: give it with --materials pbr")
+    if cfg.env:
+        read_environment(cfg.env)  # one line for a missing or bad map, before anything is trained
     check_kind("background", cfg.background, BACKGROUNDS)
     if cfg.coarse.steps <= 0:
         raise ConfigError("coarse.steps must be > 0: the fit starts with the NeRF (the mesh starts from it)")
@@ -222,7 +257,34 @@ def build_stages(cfg: FitConfig, photos: PhotoSet) -> list[Stage]:
                 r.optim,
             )
         )
+    if cfg.materials == "pbr":
+        m = cfg.material
+        stages.append(
+            Stage(
+                "materials",
+                m.steps,
+                MeshRepresentation(MeshRepresentationConfig(background, r.raster_backend)),
+                PhotoViews(
+                    photos, dataclasses.replace(views, images_per_step=m.images_per_step), mode="images"
+                ),
+                pbr_shader(m.pbr, cfg.env, cfg.bound),
+                PhotometricObjective(m.photometric),
+                m.optim,
+            )
+        )
     return stages
+
+
+def pbr_shader(cfg: PBRShaderConfig, env: str = "", bound: float = 1.0) -> PBRShader:
+    """A PBR shader whose material field covers the fit's box; its light learned, or ``env`` held fixed."""
+    cfg = dataclasses.replace(cfg, material=dataclasses.replace(cfg.material, bound=bound))
+    if not env:
+        return PBRShader(cfg)
+    image = read_environment(env)
+    light = EnvironmentLight(
+        dataclasses.replace(cfg.environment, height=image.shape[0]), image, trainable=False
+    )
+    return PBRShader(cfg, environment=light)
 
 
 def start_from(stage: Stage, previous: Stage | None) -> None:
@@ -246,7 +308,7 @@ def render_photo(stage: Stage, photos: PhotoSet, index: int, chunk_rows: int = 6
     h, w = photos.height, photos.width
     if stage.views.mode == "images":
         cams = photos.subset([index]).cameras().to(device)
-        return rep.render(cams, h, w, shader, shader.preview())
+        return rep.render(cams, h, w, shader, shader.view_state(cams))
     rows = []
     for top in range(0, h, chunk_rows):
         rr = torch.arange(top, min(h, top + chunk_rows), dtype=photos.c2w.dtype)

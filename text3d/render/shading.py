@@ -117,9 +117,22 @@ class Shader(nn.Module):
         """Deterministic state for previews, videos and the silhouette search (draws no random numbers)."""
         raise NotImplementedError
 
+    def view_state(self, cameras: Cameras):
+        """Deterministic state for rendering ``cameras`` as the shader sees them lit (evaluation, relighting);
+        by default the preview state. Shaders whose colour depends on the view (PBR) override it."""
+        return self.preview()
+
     def param_groups(self) -> list[dict]:
         """Adam groups of trainable state (none by default)."""
         return []
+
+    def finish_asset(self, asset):
+        """The asset export reads, with whatever the shader owns added (PBR: material channels and light)."""
+        return asset
+
+    def regularizers(self, step: int) -> dict:
+        """Weighted penalty terms on the shader's own state, from the last training render (none by default)."""
+        return {}
 
     def forward(
         self,

@@ -21,7 +21,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from text3d.cameras import Cameras
@@ -30,8 +29,8 @@ from text3d.fields.dmtet import DMTet, DMTetConfig
 from text3d.fields.nerf import Background, BackgroundConfig, NeRFField, NeRFFieldConfig
 from text3d.geometry.asset import Asset
 from text3d.geometry.isosurface import auto_threshold
-from text3d.geometry.mesh import TriMesh, laplacian_smoothness, normal_consistency, vertex_normals
-from text3d.render import raster
+from text3d.geometry.mesh import TriMesh, laplacian_smoothness, normal_consistency
+from text3d.render.mesh import render_mesh
 from text3d.render.shading import Shader
 from text3d.representations.base import Representation
 from text3d.representations.nerf import NeRFRepresentation, field_parameter_groups
@@ -84,7 +83,9 @@ class DMTetRepresentation(Representation):
         """Take geometry and colour from a trained NeRF (see the module docstring); ``views`` gives the cameras
         whose silhouettes the initial surface reproduces (the NeRF stage's view source)."""
         if not isinstance(previous, NeRFRepresentation):
-            raise ConfigError(f"a {self.name} stage starts from a nerf stage, not from a {previous.name} stage")
+            raise ConfigError(
+                f"a {self.name} stage starts from a nerf stage, not from a {previous.name} stage"
+            )
         device = next(previous.parameters()).device
         self.to(device)
         self.field.load_state_dict(previous.field.state_dict())
@@ -93,7 +94,9 @@ class DMTetRepresentation(Representation):
         tau = self.cfg.init_threshold
         if tau <= 0:
             if views is None:
-                raise ConfigError("the automatic initial level needs the NeRF stage's views; set init_threshold")
+                raise ConfigError(
+                    "the automatic initial level needs the NeRF stage's views; set init_threshold"
+                )
             est = auto_threshold(
                 asset.density,
                 asset.bound,
@@ -144,26 +147,19 @@ class DMTetRepresentation(Representation):
             zero = self.dmtet.sdf.sum() * 0.0
             empty = torch.zeros(b, height, width, 1, device=dirs.device) + zero
             return RenderOutput(rgb=bg + zero, opacity=empty, depth=empty, normal=empty.expand(-1, -1, -1, 3))
-        verts, faces = mesh.verts, mesh.faces
-        homo = torch.cat([verts, torch.ones_like(verts[:, :1])], dim=-1)
-        clip = homo @ cameras.mvp(aspect=width / height).transpose(-1, -2)  # [B, V, 4]
-        rast = raster.rasterize(
-            clip, faces, (height, width), backend=self.cfg.raster_backend, fallback=self.cfg.raster_fallback
+        return render_mesh(
+            mesh.verts,
+            mesh.faces,
+            cameras,
+            height,
+            width,
+            shader,
+            shading,
+            bg,
+            backend=self.cfg.raster_backend,
+            fallback=self.cfg.raster_fallback,
+            albedo=self.field.albedo,
         )
-        gbuf = raster.interpolate(torch.cat([verts, vertex_normals(verts, faces)], dim=-1), rast, faces)
-        mask = rast.mask  # [B, H, W, 1]
-        covered = mask[..., 0] > 0
-        bi = covered.nonzero()[:, 0]
-        pts = gbuf[..., :3][covered]
-        nrm = F.normalize(gbuf[..., 3:][covered], dim=-1, eps=1e-12)
-        color = shader(shading, self.field.albedo(pts), nrm, pts, bi)
-        fg = torch.zeros_like(bg).index_put((covered,), color.to(bg.dtype))
-        normal = torch.zeros_like(bg).index_put((covered,), nrm.to(bg.dtype))
-        depth = (gbuf[..., :3] - cameras.positions[:, None, None, :]).norm(dim=-1, keepdim=True) * mask
-        # Antialias colour and coverage together: the silhouette gradients reach the vertices through both.
-        image = torch.cat([fg + (1.0 - mask) * bg, mask], dim=-1)
-        image = raster.antialias(image, rast, clip, faces)
-        return RenderOutput(rgb=image[..., :3], opacity=image[..., 3:], depth=depth, normal=normal)
 
     def regularizers(self, out: RenderOutput, step: int) -> dict[str, Tensor]:
         """Smoothness of the mesh rendered in the last training step."""

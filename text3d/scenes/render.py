@@ -35,6 +35,7 @@ from text3d.errors import Text3DError
 from text3d.hdr import write_hdr
 from text3d.io import write_json
 from text3d.scenes.spec import (
+    MATERIAL_EXTRAS_DEFAULTS,
     PRIMITIVES,
     CameraRigSpec,
     MaterialSpec,
@@ -51,6 +52,8 @@ from text3d.scenes.spec import (
 )
 
 SCRIPT = Path(__file__).with_name("cycles_script.py")
+PBR_SCRIPT = Path(__file__).with_name("cycles_pbr.py")
+"""The same script with spatially varying Principled materials (runs ``cycles_script.py`` inside it)."""
 CACHE_ENV = "TEXT3D_SCENE_CACHE"
 PYTHON_ENV = "TEXT3D_BLENDER_PYTHON"
 FORMAT_VERSION = 1
@@ -125,6 +128,8 @@ def _check(spec: SceneSpec) -> None:
             raise SceneRenderError(f"texture file {tex.path!r} not found")
     if spec.material.kind not in ("principled", "emission"):
         raise SceneRenderError(f"material kind {spec.material.kind!r} is not principled or emission")
+    if _varying_material(spec) and (tex is not None or spec.material.kind != "principled"):
+        raise SceneRenderError("a spatially varying material is principled with texture=None")
     w = spec.world
     if w.kind not in ("sky", "color", "hdr"):
         raise SceneRenderError(f"world kind {w.kind!r} is not one of sky, color, hdr")
@@ -138,10 +143,17 @@ def _check(spec: SceneSpec) -> None:
         raise SceneRenderError("the camera rig has no views")
 
 
+def _varying_material(spec: SceneSpec) -> bool:
+    return spec.material.base_color_b is not None or spec.material.split_axis >= 0
+
+
 def scene_key(spec: SceneSpec) -> str:
     """sha256 of the description, with files replaced by their content hashes and the render script's hash."""
     d = spec.to_dict()
     d["render"].pop("threads", None)
+    for key, default in MATERIAL_EXTRAS_DEFAULTS.items():
+        if json.dumps(d["material"][key]) == json.dumps(default):
+            d["material"].pop(key)
     if spec.mesh.source not in PRIMITIVES:
         d["mesh"]["source"] = (
             "sha256:" + _sha256_file(spec.mesh.source) + Path(spec.mesh.source).suffix.lower()
@@ -153,6 +165,8 @@ def scene_key(spec: SceneSpec) -> str:
         d["world"]["hdr_path"] = "sha256:" + _sha256_file(spec.world.hdr_path)
     d["_format"] = FORMAT_VERSION
     d["_script"] = _sha256_file(SCRIPT)
+    if _varying_material(spec):
+        d["_script"] += _sha256_file(PBR_SCRIPT)
     blob = json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()
 
@@ -176,6 +190,7 @@ def _job(spec: SceneSpec, out_dir: Path) -> dict:
         mesh["source"] = str(dst)
         mesh["fit_size"] = spec.mesh.size > 0
     material = dataclasses.asdict(spec.material)
+    material["size"] = spec.mesh.size
     tex = spec.material.texture
     if tex is None:
         material["texture"] = None
@@ -257,7 +272,11 @@ def render_dataset(
         env.setdefault("OMP_NUM_THREADS", "1")
         try:
             proc = subprocess.run(
-                [exe, str(SCRIPT), str(job_path)], capture_output=True, text=True, timeout=timeout_s, env=env
+                [exe, str(PBR_SCRIPT if _varying_material(spec) else SCRIPT), str(job_path)],
+                capture_output=True,
+                text=True,
+                timeout=timeout_s,
+                env=env,
             )
         except subprocess.TimeoutExpired as err:
             raise SceneRenderError(f"Blender did not finish rendering within {timeout_s:.0f} s") from err

@@ -60,6 +60,44 @@ class MaterialSpec:
     texture: TextureSpec | None = field(default_factory=TextureSpec)
     roughness: float = 0.5
     metallic: float = 0.0
+    base_color_b: tuple[float, float, float] | None = None
+    """Spatially varying base colour (principled, no texture): linear RGB blended from ``base_color`` to this along
+    object-space axis ``ramp_axis``, over ``[-mesh.size / 2, mesh.size / 2]`` (see :func:`pbr_ground_truth`)."""
+    ramp_axis: int = 0
+    split_axis: int = -1
+    """Two materials (principled): object-space axis (0 x, 1 y, 2 z) above whose ``split_at`` coordinate the
+    surface is ``upper`` instead; -1: one material."""
+    split_at: float = 0.0
+    upper: tuple[float, float, float, float, float] = (0.9, 0.6, 0.25, 0.15, 1.0)
+    """The second material: linear base RGB, roughness, metallic."""
+
+
+MATERIAL_EXTRAS_DEFAULTS = {
+    "base_color_b": None,
+    "ramp_axis": 0,
+    "split_axis": -1,
+    "split_at": 0.0,
+    "upper": (0.9, 0.6, 0.25, 0.15, 1.0),
+}
+"""The spatially varying material fields; left out of the cache key at their defaults, so scenes described
+before they existed keep their cached renders."""
+
+
+def pbr_ground_truth(material: MaterialSpec, size: float, points_object: np.ndarray) -> np.ndarray:
+    """``float64 [N, 5]`` (linear base RGB, roughness, metallic) of a principled material without a texture at
+    object-space points (Blender's Z-up object frame), exactly as the Cycles script builds its node tree."""
+    p = np.asarray(points_object, np.float64)
+    base = np.broadcast_to(np.asarray(material.base_color, np.float64), p.shape).copy()
+    if material.base_color_b is not None:
+        t = np.clip(p[:, material.ramp_axis] / size + 0.5, 0.0, 1.0)[:, None]
+        base = base * (1 - t) + np.asarray(material.base_color_b, np.float64) * t
+    out = np.concatenate(
+        [base, np.full((len(p), 1), material.roughness), np.full((len(p), 1), material.metallic)], -1
+    )
+    if material.split_axis >= 0:
+        above = p[:, material.split_axis] > material.split_at
+        out[above] = np.asarray(material.upper, np.float64)
+    return out
 
 
 @dataclass(frozen=True)
@@ -279,3 +317,31 @@ def sky_hdr(world: WorldSpec) -> np.ndarray:
     cosang = dirs @ sun_dir
     sky += np.array([12.0, 10.0, 7.0]) * np.exp((cosang - 1.0) / 0.004)[..., None]
     return sky.astype(np.float32)
+
+
+def studio_hdr(width: int = 128, height: int = 64, key_azimuth_deg: float = -60.0) -> np.ndarray:
+    """``float32 [H, W, 3]``: a second, different environment for relighting ground truth: a dim warm room, a
+    large soft cool key light low on one side and a small bright orange rim light behind, in Blender's
+    equirectangular layout (direction from ``u``, ``v`` as Blender reads it: ``u = 0.5 - atan2(y, x) / 2pi``)."""
+    v = (np.arange(height) + 0.5) / height
+    u = (np.arange(width) + 0.5) / width
+    theta = v * np.pi
+    phi = (0.5 - u) * 2 * np.pi
+    d = np.stack(
+        np.broadcast_arrays(
+            np.sin(theta)[:, None] * np.cos(phi)[None],
+            np.sin(theta)[:, None] * np.sin(phi)[None],
+            np.cos(theta)[:, None],
+        ),
+        -1,
+    )
+    img = np.broadcast_to(np.array([0.22, 0.16, 0.12]) * (0.7 + 0.3 * d[..., 2:3]), d.shape).copy()
+
+    def light(az_deg, el_deg, sharp, colour):
+        az, el = np.deg2rad(az_deg), np.deg2rad(el_deg)
+        c = d @ np.array([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)])
+        return np.asarray(colour) * np.exp((c - 1.0) / sharp)[..., None]
+
+    img += light(key_azimuth_deg, 15.0, 0.05, (1.6, 2.0, 2.6))
+    img += light(key_azimuth_deg + 170.0, 30.0, 0.01, (6.0, 3.0, 1.0))
+    return img.astype(np.float32)

@@ -158,7 +158,11 @@ class Trainer:
             )
         scored = stage.objective(out, views, progress=self.step / max(stage.steps, 1), timer=timer)
         with section(timer, "backward"):
-            terms = {**scored.terms, **stage.representation.regularizers(out, self.step)}
+            terms = {
+                **scored.terms,
+                **stage.representation.regularizers(out, self.step),
+                **stage.shader.regularizers(self.step),
+            }
             loss = sum(terms.values())
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
