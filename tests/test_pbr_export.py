@@ -4,18 +4,17 @@ node links are checked); the OBJ's MTL names map_Pr / map_Pm; the environment .h
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
-import sys
 import textwrap
 
 import numpy as np
-import pytest
 import torch
 import trimesh
+from conftest import BLENDER as BLENDER_PYTHON
+from conftest import needs_blender
+from test_export_validator import validate
 
-from tests.test_export_validator import validate
 from text3d.export.exporter import ExportConfig, export_mesh
 from text3d.hdr import read_environment
 from text3d.scenes.spec import studio_hdr
@@ -86,11 +85,11 @@ BLENDER = textwrap.dedent(
 )
 
 
-@pytest.mark.skipif(importlib.util.find_spec("bpy") is None, reason="bpy not installed")
+@needs_blender
 def test_blender_links_metallic_roughness(tmp_path):
     export(tmp_path)
     proc = subprocess.run(
-        [sys.executable, "-c", BLENDER, str(tmp_path / "ball.glb")],
+        [BLENDER_PYTHON, "-c", BLENDER, str(tmp_path / "ball.glb")],
         capture_output=True,
         text=True,
         timeout=300,
@@ -151,7 +150,7 @@ CYCLES = textwrap.dedent(
 )
 
 
-@pytest.mark.skipif(importlib.util.find_spec("bpy") is None, reason="bpy not installed")
+@needs_blender
 def test_cycles_render_of_the_export_matches_text3d(tmp_path):
     """The exported GLB + environment, imported into Blender and rendered by Cycles under a second light, look
     like text3d's own render of the same material under that light (the whole convention chain: glTF frame,
@@ -178,7 +177,7 @@ def test_cycles_render_of_the_export_matches_text3d(tmp_path):
     c2w_blender = look_at_z_up(eyes, np.zeros(3))
     proc = subprocess.run(
         [
-            sys.executable,
+            BLENDER_PYTHON,
             "-c",
             CYCLES,
             str(tmp_path / "ball.glb"),
