@@ -340,6 +340,16 @@ class WebApp:
         if snap.status is JobStatus.FAILED:
             raise gr.Error(toast(snap.error or "the run failed"), title="The run failed")
 
+    def _stage_upload(self, files: list[str], name: str) -> Path:
+        """Uploaded photos laid out as a folder under ``<out>/.uploads/`` (kept, so the run can be resumed); a bad
+        upload leaves nothing behind."""
+        upload = self.out_dir / ".uploads" / f"{slugify(name)}-{uuid.uuid4().hex[:6]}"
+        try:
+            return stage_photos(files, upload)
+        except Text3DError:
+            shutil.rmtree(upload, ignore_errors=True)
+            raise
+
     def _fit_config(
         self, files: list[str] | None, preset: str, steps: float | None, refine_steps: float | None
     ) -> tuple[FitConfig, str]:
@@ -351,12 +361,7 @@ class WebApp:
                 raise ConfigError(f"{name} must be a whole number ≥ {least}, got {value:g}")
         names = [Path(f).name for f in files or []]
         stem = Path(names[0]).stem if len(names) == 1 else "photos"
-        upload = self.out_dir / ".uploads" / f"{slugify(stem)}-{uuid.uuid4().hex[:6]}"
-        try:
-            folder = stage_photos(files or [], upload)
-        except Text3DError:
-            shutil.rmtree(upload, ignore_errors=True)
-            raise
+        folder = self._stage_upload(files or [], stem)
         overrides = {**FIT_PRESETS[preset], "data": str(folder), "out_dir": str(self.out_dir)}
         if steps is not None:
             overrides["coarse.steps"] = str(int(steps))
@@ -409,12 +414,7 @@ class WebApp:
         if steps is not None:
             overrides["steps"] = str(int(steps))
         if photos:
-            upload = self.out_dir / ".uploads" / f"texture-photos-{uuid.uuid4().hex[:6]}"
-            try:
-                overrides["images"] = str(stage_photos(photos, upload))
-            except Text3DError:
-                shutil.rmtree(upload, ignore_errors=True)
-                raise
+            overrides["images"] = str(self._stage_upload(photos, "texture-photos"))
         elif not prompt:
             raise ConfigError("type a prompt (what the mesh should look like) or add photos of it")
         if concept and not photos:
