@@ -1,6 +1,7 @@
 """Camera pose refinement (issue 13 (c)): every training pose of a Cycles-rendered set is perturbed by a random
 rotation of ``--rot`` degrees (random axis) and a translation of ``--trans`` of the camera distance (fixed seed);
-the set is fitted with and without ``views.refine_poses``; the fitted poses (the run's ``transforms.json``) are
+the set is fitted with true poses, without ``views.refine_poses``, with it but neither BARF's coarse-to-fine schedule
+nor the held-out poses' alignment, and with the defaults (both); the fitted poses (the run's ``transforms.json``) are
 compared with the true ones after a similarity alignment of the camera centres (Umeyama), as BARF reports them.
 
 Run: ``python bench/pose_bench.py [--rot 5] [--trans 0.05] [--set KEY=VALUE ...]``; prints mean rotation error
@@ -96,6 +97,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--rot", type=float, default=5.0)
     ap.add_argument("--trans", type=float, default=0.05)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument(
+        "--only", action="append", default=[], help="run only the variants whose name has this word"
+    )
     args = ap.parse_args(argv)
     spec = SceneSpec(
         mesh=MeshSpec(source="suzanne", size=1.6, subdivision=1, smooth=True),
@@ -130,12 +134,24 @@ def main(argv: list[str]) -> int:
             "export.enabled": "false",
             **dict(item.split("=", 1) for item in args.set),
         }
-        for refine in ("false", "true"):
-            run = fit(apply_overrides(FitConfig(), {**base, "views.refine_poses": refine})).run_dir
+        variants = {
+            "true poses": (ds.path, {}),
+            "no refinement": (data, {}),
+            "refined, no coarse-to-fine, no test alignment": (
+                data,
+                {"views.refine_poses": "true", "coarse.coarse_to_fine": "0,0", "eval_pose_steps": "0"},
+            ),
+            "refined (defaults: coarse-to-fine, test alignment)": (data, {"views.refine_poses": "true"}),
+        }
+        for name, (source, extra) in variants.items():
+            if args.only and not any(word in name for word in args.only):
+                continue
+            run = fit(apply_overrides(FitConfig(), {**base, "data": str(source), **extra})).run_dir
             rot, trans = pose_errors(frames(run / "transforms.json"), true)
             psnr = json.loads((run / "metrics.json").read_text())["psnr"]
             print(
-                f"refine_poses={refine}: rotation {rot:.3f} deg, translation {100 * trans:.2f} %, held-out PSNR {psnr:.2f} dB"
+                f"{name}: rotation {rot:.3f} deg, translation {100 * trans:.2f} %, held-out PSNR {psnr:.2f} dB",
+                flush=True,
             )
     return 0
 

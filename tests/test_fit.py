@@ -218,6 +218,7 @@ def test_a_killed_fit_resumes_bit_exactly_with_pose_corrections(suzanne, tmp_pat
             "refine.images_per_step": "1",
             "refine.dmtet.resolution": "32",
             "views.refine_poses": "true",
+            "eval_pose_steps": "20",
             "trainer.checkpoint_every": "4",
             "trainer.log_every": "2",
             # compare every stage's weights and Adam state: keep what a finished run would drop

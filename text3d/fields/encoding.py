@@ -124,6 +124,9 @@ class HashGridEncoding(nn.Module):
         starts = [k * table_size for k in range(cfg.n_levels - n_dense)]
         self.register_buffer("hashed_starts", torch.tensor(starts, dtype=torch.long), persistent=False)
 
+    level_weights: Tensor | None = None
+    """Per-level feature weights ``[L]`` (coarse-to-fine); ``None``: all ones."""
+
     @property
     def output_dim(self) -> int:
         return self.cfg.output_dim
@@ -138,10 +141,25 @@ class HashGridEncoding(nn.Module):
         return combine(combine(xs, ys), zs).flatten(2)
 
     def forward(self, x: Float[Tensor, "N 3"]) -> Float[Tensor, "N F"]:
-        """Encode positions already normalised to ``[0, 1]^3`` (values outside are clamped)."""
+        """Encode positions already normalised to ``[0, 1]^3`` (values outside are clamped). Each level's
+        features are scaled by :attr:`level_weights` when set (coarse-to-fine, :func:`coarse_to_fine_weights`)."""
         if x.device.type != "cpu" or not self._complex_rows or (x.requires_grad and torch.is_grad_enabled()):
-            return self.forward_reference(x)
-        return self._forward_cpu(x)
+            out = self.forward_reference(x)
+        else:
+            out = self._forward_cpu(x)
+        if self.level_weights is None:
+            return out
+        f = self.cfg.n_features_per_level
+        return (out.view(-1, self.cfg.n_levels, f) * self.level_weights.to(out)[:, None]).view(out.shape)
+
+    def set_level_weights(self, weights: Float[Tensor, "L"] | None) -> None:
+        """Scale level ``l``'s features by ``weights[l]`` from now on (``None``: all levels at full weight, the
+        default, and no extra work). Not part of the state: the caller sets it from its schedule every step."""
+        if weights is not None and weights.shape != (self.cfg.n_levels,):
+            raise ValueError(
+                f"level weights must have shape ({self.cfg.n_levels},), got {tuple(weights.shape)}"
+            )
+        self.level_weights = None if weights is None else weights.to(self.embeddings.device)
 
     @property
     def _complex_rows(self) -> bool:
@@ -193,6 +211,19 @@ class HashGridEncoding(nn.Module):
         ys = per_axis[..., 1, None, :, None]
         zs = per_axis[..., 2, None, None, :]
         return combine(combine(xs, ys), zs).flatten(-3)
+
+
+def coarse_to_fine_weights(n_levels: int, progress: float) -> Float[Tensor, "L"]:
+    """BARF's coarse-to-fine window over hash-grid levels (Lin et al. 2021, eq. 14, with levels for frequency
+    bands): at ``progress`` 0 only the coarsest level is on, at 1 all are; level ``l >= 1`` fades in as
+    ``(1 - cos(pi * clamp(a - l + 1, 0, 1))) / 2`` with ``a = progress * (n_levels - 1)``. Fine levels switched off
+    early keep the field smooth, so the photometric gradient with respect to a camera's pose points the right way
+    while the poses are still a few degrees off (a fine grid alone has a basin of a few pixels)."""
+    a = min(max(progress, 0.0), 1.0) * (n_levels - 1)
+    levels = torch.arange(n_levels, dtype=torch.float64)
+    w = (1 - torch.cos(math.pi * (a - levels + 1).clamp(0.0, 1.0))) / 2
+    w[0] = 1.0
+    return w.to(torch.float32)
 
 
 def _gather_complex(table: Tensor, idx_dense: Tensor, idx_hashed: Tensor, split: int) -> Tensor:

@@ -85,6 +85,9 @@ class FitCoarseConfig(FitStageConfig):
         default_factory=lambda: OccupancyGridConfig(density_threshold=0.01)
     )
     lambda_sparsity: float = 0.0
+    coarse_to_fine: tuple[float, float] = (0.0, 0.4)
+    """With ``views.refine_poses``: the fractions of ``steps`` between which the hash grid's levels open, coarsest
+    first (BARF's schedule; ``bench/pose_bench.py``). Ignored when the poses are held fixed."""
     sdf: SDFConfig = field(default_factory=SDFConfig)
     """The ``sdf`` representation: field (its ``bound`` is the run's), sphere tracer (``sdf.tracer.silhouette``),
     eikonal weight, mesh grid."""
@@ -152,6 +155,9 @@ class FitConfig:
     export: ExportConfig = field(default_factory=ExportConfig)
     eval_images: int = 4
     """Held-out views drawn as ground truth | render | error in ``eval/``."""
+    eval_pose_steps: int = 200
+    """With ``views.refine_poses``: steps that align the held-out views' poses to the fitted scene before they are
+    scored (the scene frozen, BARF's test-time alignment); 0 scores them at their input poses."""
     materials: str = "none"
     """``pbr``: after the mesh, recover base colour / roughness / metallic and the environment light (a third,
     ``materials`` stage); the export is then relightable. ``none``: the colour is what the cameras saw."""
@@ -190,6 +196,11 @@ def check_fit_config(cfg: FitConfig) -> None:
     if cfg.env:
         read_environment(cfg.env)  # one line for a missing or bad map, before anything is trained
     check_kind("background", cfg.background, BACKGROUNDS)
+    lo, hi = cfg.coarse.coarse_to_fine
+    if not 0 <= lo <= hi <= 1:
+        raise ConfigError(
+            f"coarse.coarse_to_fine must be two fractions 0 <= start <= end <= 1 of the coarse steps, got {lo}, {hi}"
+        )
     if cfg.coarse.steps <= 0:
         raise ConfigError("coarse.steps must be > 0: the fit starts with the NeRF (the mesh starts from it)")
     if cfg.coarse.representation == "sdf" and cfg.refine.steps > 0:
@@ -227,6 +238,11 @@ def build_stages(cfg: FitConfig, photos: PhotoSet) -> list[Stage]:
         lambda_sparsity=c.lambda_sparsity,
         lr=c.optim.lr,
         network_lr_scale=c.optim.network_lr_scale,
+        coarse_to_fine=(
+            (round(c.coarse_to_fine[0] * c.steps), round(c.coarse_to_fine[1] * c.steps))
+            if cfg.views.refine_poses
+            else (0, 0)
+        ),
     )
     views = dataclasses.replace(cfg.views, rays_per_step=c.rays_per_step, images_per_step=r.images_per_step)
     if c.representation == "sdf":

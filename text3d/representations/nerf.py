@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from text3d.cameras import Cameras
+from text3d.fields.encoding import coarse_to_fine_weights
 from text3d.fields.nerf import Background, BackgroundConfig, NeRFField, NeRFFieldConfig
 from text3d.fields.occupancy import OccupancyGrid, OccupancyGridConfig
 from text3d.geometry.asset import Asset
@@ -35,9 +36,15 @@ class NeRFConfig:
     """Adam step of the hash grid."""
     network_lr_scale: float = 0.1
     """Small MLPs (and the background) train at ``lr * network_lr_scale``."""
+    coarse_to_fine: tuple[int, int] = (0, 0)
+    """Steps ``(start, end)`` over which the hash grid's levels open, coarsest first (BARF's schedule,
+    :func:`~text3d.fields.encoding.coarse_to_fine_weights`): what lets poses a few degrees off converge when they are
+    refined. ``end <= start``: all levels from the start."""
 
 
-def field_parameter_groups(field: nn.Module, background: nn.Module, lr: float, network_lr_scale: float) -> list[dict]:
+def field_parameter_groups(
+    field: nn.Module, background: nn.Module, lr: float, network_lr_scale: float
+) -> list[dict]:
     """Adam groups of a hash-grid field and its background: the grid at ``lr``, the small MLPs (and a learned
     background) at ``lr * network_lr_scale``. The NeRF and DMTet representations train their colour field so."""
     net_lr = lr * network_lr_scale
@@ -63,6 +70,13 @@ class NeRFRepresentation(Representation):
         self.occupancy = OccupancyGrid(cfg.occupancy, cfg.field.bound) if cfg.occupancy.enabled else None
 
     def before_step(self, step: int) -> None:
+        start, end = self.cfg.coarse_to_fine
+        if end > start:
+            progress = (step - start) / (end - start)
+            weights = (
+                None if progress >= 1 else coarse_to_fine_weights(self.cfg.field.encoding.n_levels, progress)
+            )
+            self.field.encoding.set_level_weights(weights)
         if self.occupancy is not None and (
             step % self.cfg.occupancy.update_every == 0 or not self.occupancy.ready
         ):
