@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import trimesh
+from fit_scenes import benchmark_scene
 from scipy.spatial import cKDTree
 
 
@@ -27,16 +28,6 @@ def main(argv: list[str]) -> int:
     from text3d.data import Z_UP_TO_Y_UP
     from text3d.fitting import fit
     from text3d.recipes.fit import FitConfig
-    from text3d.scenes import (
-        CameraRigSpec,
-        MaterialSpec,
-        MeshSpec,
-        RenderSpec,
-        SceneSpec,
-        TextureSpec,
-        WorldSpec,
-        render_dataset,
-    )
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="auto")
@@ -48,15 +39,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = ap.parse_args(argv)
 
-    spec = SceneSpec(
-        mesh=MeshSpec(source="suzanne", size=1.6, subdivision=2, smooth=True),
-        material=MaterialSpec(texture=TextureSpec(kind="noise", size=512, seed=3), roughness=0.6),
-        world=WorldSpec(kind="sky"),
-        cameras=CameraRigSpec(n_train=args.views, n_test=args.test_views, distance=3.0, fov_deg=40.0),
-        render=RenderSpec(width=args.resolution, height=args.resolution, samples=args.samples, denoise=True),
-    )
     t0 = time.perf_counter()
-    ds = render_dataset(spec)
+    ds = benchmark_scene(args.views, args.test_views, args.resolution, args.samples)
     t_render = time.perf_counter() - t0
     overrides = {
         "data": str(ds.path),

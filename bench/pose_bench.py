@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from fit_scenes import test_scene
 
 
 def rotation(axis: np.ndarray, deg: float) -> np.ndarray:
@@ -82,16 +83,6 @@ def main(argv: list[str]) -> int:
     from text3d.config import apply_overrides
     from text3d.fitting import fit
     from text3d.recipes.fit import FitConfig
-    from text3d.scenes import (
-        CameraRigSpec,
-        MaterialSpec,
-        MeshSpec,
-        RenderSpec,
-        SceneSpec,
-        TextureSpec,
-        WorldSpec,
-        render_dataset,
-    )
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rot", type=float, default=5.0)
@@ -101,14 +92,7 @@ def main(argv: list[str]) -> int:
         "--only", action="append", default=[], help="run only the variants whose name has this word"
     )
     args = ap.parse_args(argv)
-    spec = SceneSpec(
-        mesh=MeshSpec(source="suzanne", size=1.6, subdivision=1, smooth=True),
-        material=MaterialSpec(texture=TextureSpec(kind="checker", squares=6)),
-        world=WorldSpec(kind="sky"),
-        cameras=CameraRigSpec(n_train=40, n_test=8, distance=3.0, fov_deg=40.0),
-        render=RenderSpec(width=64, height=64, samples=16),
-    )
-    ds = render_dataset(spec)
+    ds = test_scene()
     true = frames(ds.path / "transforms_train.json")
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "perturbed"

@@ -1,7 +1,8 @@
 """SDF fit against NeRF -> DMTet fit on the same Cycles photos, measured against the true mesh (issue 16 (b)).
 
-The scene is the fit tests' Suzanne (``tests/test_fit.py``: subdivided once, smooth, 6x6 checker, HDR sky, RGBA
-masks, 40 training and 8 held-out views at 64², 16 Cycles samples), cached by its hash. Each run fits it with
+The scene (``--scene``, :mod:`fit_scenes`) is the fit tests' Suzanne (subdivided once, smooth, 6x6 checker, HDR sky,
+RGBA masks, 40 training and 8 held-out views at 64², 16 Cycles samples) or issue 13 (b)'s benchmark scene (subdivided
+twice, noise texture, 100 + 20 views at 200²), cached by its hash. Each run fits it with
 ``text3d.fitting.fit`` (the same call as ``text3d fit``) and measures the exported GLB (input frame) against the
 true mesh (Blender's Z-up world seen Y-up, as glTF stores it): Chamfer distance as a fraction of the true mesh's
 bounding-box diagonal and the mean angle between surface normals (:func:`text3d.metrics.surface_accuracy`, 100k
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import trimesh
+from fit_scenes import benchmark_scene, test_scene
 
 SDF = {
     "coarse.representation": "sdf",
@@ -56,27 +58,10 @@ NERF = {
 tet grid."""
 
 
-def suzanne_scene():
-    """The fit tests' cached Cycles scene (the same spec as ``tests/test_fit.py``)."""
-    from text3d.scenes import (
-        CameraRigSpec,
-        MaterialSpec,
-        MeshSpec,
-        RenderSpec,
-        SceneSpec,
-        TextureSpec,
-        WorldSpec,
-        render_dataset,
-    )
-
-    spec = SceneSpec(
-        mesh=MeshSpec(source="suzanne", size=1.6, subdivision=1, smooth=True),
-        material=MaterialSpec(texture=TextureSpec(kind="checker", squares=6)),
-        world=WorldSpec(kind="sky"),
-        cameras=CameraRigSpec(n_train=40, n_test=8, distance=3.0, fov_deg=40.0),
-        render=RenderSpec(width=64, height=64, samples=16),
-    )
-    return render_dataset(spec)
+SCENES = {
+    "test": "suzanne checker, 40 + 8 views at 64², Cycles 16 samples",
+    "benchmark": "suzanne subdiv 2, noise texture, 100 + 20 views at 200², Cycles 64 samples",
+}
 
 
 def mesh_accuracy(fitted: trimesh.Trimesh, true: trimesh.Trimesh, n: int = 100_000) -> dict[str, float]:
@@ -108,9 +93,15 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", default="/tmp/text3d-sdf-fit-bench")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument(
+        "--scene",
+        choices=("test", "benchmark"),
+        default="test",
+        help="the fit tests' 64² checker Suzanne, or issue 13 (b)'s 200² noise-textured one (100 + 20 views)",
+    )
     args = ap.parse_args(argv)
 
-    ds = suzanne_scene()
+    ds = test_scene() if args.scene == "test" else benchmark_scene()
     overrides = {
         **(SDF if args.representation == "sdf" else NERF),
         "data": str(ds.path),
@@ -140,7 +131,7 @@ def main(argv: list[str]) -> int:
     record = {
         "date": _dt.date.today().isoformat(),
         "representation": args.representation,
-        "scene": "suzanne checker, 40 + 8 views at 64², Cycles 16 samples",
+        "scene": SCENES[args.scene],
         **mesh_accuracy(fitted, true),
         "faces": len(fitted.faces),
         "watertight": _watertight(fitted),
