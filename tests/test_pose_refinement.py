@@ -162,3 +162,19 @@ def test_held_out_poses_are_aligned_to_the_frozen_scene():
     assert score(aligned) > score(perturbed) + 15
     assert torch.equal(aligned.c2w[photos.indices("train")], photos.c2w[photos.indices("train")])
     assert stage.representation.dummy.requires_grad, "the scene's parameters are unfrozen afterwards"
+
+
+def test_poses_from_structure_from_motion_are_refined_unless_turned_off():
+    from text3d.recipes.fit import FitConfig, with_pose_refinement
+
+    n = 4
+    intr = Intrinsics(*(torch.ones(n) for _ in range(4)), 8, 8)
+    posed = PhotoSet(torch.zeros(n, 8, 8, 3), torch.eye(4).repeat(n, 1, 1), intr, list("abcd"), ["train"] * n)
+    solved = PhotoSet(
+        posed.images, posed.c2w, intr, posed.names, posed.splits, meta={"sfm": {"registered": n}}
+    )
+    cfg = FitConfig()
+    assert with_pose_refinement(cfg, posed) is cfg and not cfg.views.refine_poses
+    assert with_pose_refinement(cfg, solved).views.refine_poses
+    off = FitConfig(refine_sfm_poses=False)
+    assert not with_pose_refinement(off, solved).views.refine_poses

@@ -59,6 +59,7 @@ def fit(cfg: FitConfig, callback: Callback | None = None, run_dir: str | Path | 
     fit_recipe.check_fit_config(cfg)
     device = resolve_device(cfg.device)
     photos = load_photo_set(cfg.data, bound=cfg.bound, margin=cfg.margin, holdout=cfg.holdout)
+    cfg = fit_recipe.with_pose_refinement(cfg, photos)
     if photos.counts()["train"] < 3:
         raise ConfigError(
             f"{cfg.data}: only {photos.counts()['train']} training images; at least 3 are needed"

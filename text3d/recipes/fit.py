@@ -149,6 +149,9 @@ class FitConfig:
     placement: str = "input"
     """Exports in the input's world frame and units (``input``), or text3d's centred +Y-up asset (``normalized``)."""
     views: PhotoViewsConfig = field(default_factory=PhotoViewsConfig)
+    refine_sfm_poses: bool = True
+    """Poses solved here by structure-from-motion (plain photos) are refined as if ``views.refine_poses`` were on:
+    SfM poses are a fraction of a degree off, which a fit notices. ``false`` keeps them as solved."""
     coarse: FitCoarseConfig = field(default_factory=FitCoarseConfig)
     refine: FitRefineConfig = field(default_factory=FitRefineConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
@@ -222,6 +225,14 @@ def target_background(cfg: FitConfig, photos: PhotoSet) -> torch.Tensor | None:
     """The colour masked photos are composited over (what a solid background renders), or ``None`` (learned)."""
     bg = background_config(cfg, photos)
     return torch.tensor(bg.color, dtype=photos.images.dtype) if bg.kind == "solid" else None
+
+
+def with_pose_refinement(cfg: FitConfig, photos: PhotoSet) -> FitConfig:
+    """``cfg`` with ``views.refine_poses`` on when the poses were solved by structure-from-motion (and
+    ``refine_sfm_poses`` allows it); otherwise ``cfg`` itself."""
+    if "sfm" in photos.meta and cfg.refine_sfm_poses and not cfg.views.refine_poses:
+        return dataclasses.replace(cfg, views=dataclasses.replace(cfg.views, refine_poses=True))
+    return cfg
 
 
 def build_stages(cfg: FitConfig, photos: PhotoSet) -> list[Stage]:
