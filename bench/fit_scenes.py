@@ -11,44 +11,22 @@ from __future__ import annotations
 
 
 def test_scene():
-    from text3d.scenes import (
-        CameraRigSpec,
-        MaterialSpec,
-        MeshSpec,
-        RenderSpec,
-        SceneSpec,
-        TextureSpec,
-        WorldSpec,
-        render_dataset,
-    )
+    from text3d.scenes import render_dataset, suzanne_spec
 
-    spec = SceneSpec(
-        mesh=MeshSpec(source="suzanne", size=1.6, subdivision=1, smooth=True),
-        material=MaterialSpec(texture=TextureSpec(kind="checker", squares=6)),
-        world=WorldSpec(kind="sky"),
-        cameras=CameraRigSpec(n_train=40, n_test=8, distance=3.0, fov_deg=40.0),
-        render=RenderSpec(width=64, height=64, samples=16),
-    )
-    return render_dataset(spec)
+    return render_dataset(suzanne_spec())
 
 
 def benchmark_scene(views: int = 100, test_views: int = 20, resolution: int = 200, samples: int = 64):
-    from text3d.scenes import (
-        CameraRigSpec,
-        MaterialSpec,
-        MeshSpec,
-        RenderSpec,
-        SceneSpec,
-        TextureSpec,
-        WorldSpec,
-        render_dataset,
-    )
+    from text3d.scenes import TextureSpec, render_dataset, suzanne_spec
 
-    spec = SceneSpec(
-        mesh=MeshSpec(source="suzanne", size=1.6, subdivision=2, smooth=True),
-        material=MaterialSpec(texture=TextureSpec(kind="noise", size=512, seed=3), roughness=0.6),
-        world=WorldSpec(kind="sky"),
-        cameras=CameraRigSpec(n_train=views, n_test=test_views, distance=3.0, fov_deg=40.0),
-        render=RenderSpec(width=resolution, height=resolution, samples=samples, denoise=True),
+    spec = suzanne_spec(
+        TextureSpec(kind="noise", size=512, seed=3),
+        subdivision=2,
+        roughness=0.6,
+        views=views,
+        test_views=test_views,
+        resolution=resolution,
+        samples=samples,
+        denoise=True,
     )
     return render_dataset(spec)

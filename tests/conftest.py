@@ -94,22 +94,6 @@ def _seed():
 @pytest.fixture(scope="session")
 def suzanne():
     """Suzanne with a checker texture under a sky, by Cycles: 40 training and 8 held-out views at 64² (cached)."""
-    from text3d.scenes import (
-        CameraRigSpec,
-        MaterialSpec,
-        MeshSpec,
-        RenderSpec,
-        SceneSpec,
-        TextureSpec,
-        WorldSpec,
-        render_dataset,
-    )
+    from text3d.scenes import render_dataset, suzanne_spec
 
-    spec = SceneSpec(
-        mesh=MeshSpec(source="suzanne", size=1.6, subdivision=1, smooth=True),
-        material=MaterialSpec(texture=TextureSpec(kind="checker", squares=6)),
-        world=WorldSpec(kind="sky"),
-        cameras=CameraRigSpec(n_train=40, n_test=8, distance=3.0, fov_deg=40.0),
-        render=RenderSpec(width=64, height=64, samples=16),
-    )
-    return render_dataset(spec)
+    return render_dataset(suzanne_spec())

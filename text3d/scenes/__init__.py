@@ -23,6 +23,7 @@ from text3d.scenes.spec import (
     TextureSpec,
     WorldSpec,
     rig_cameras,
+    suzanne_spec,
 )
 
 __all__ = [
@@ -42,4 +43,5 @@ __all__ = [
     "render_dataset",
     "rig_cameras",
     "scene_key",
+    "suzanne_spec",
 ]

@@ -181,6 +181,29 @@ class SceneSpec:
         return build(cls, d)
 
 
+def suzanne_spec(
+    texture: TextureSpec | None = None,
+    *,
+    subdivision: int = 1,
+    roughness: float = 0.5,
+    views: int = 40,
+    test_views: int = 8,
+    resolution: int = 64,
+    samples: int = 16,
+    denoise: bool = False,
+) -> SceneSpec:
+    """Blender's Suzanne (1.6 units, smooth) under the procedural sky, seen from 3 units with a 40° lens: the scene
+    family the fit tests and benchmarks use. Defaults: the tests' (6x6 checker, subdivided once, 40 + 8 views at
+    64², 16 samples); ``bench/fit_scenes.py`` has the benchmark's (noise texture, 100 + 20 views at 200²)."""
+    return SceneSpec(
+        mesh=MeshSpec(source="suzanne", size=1.6, subdivision=subdivision, smooth=True),
+        material=MaterialSpec(texture=texture or TextureSpec(kind="checker", squares=6), roughness=roughness),
+        world=WorldSpec(kind="sky"),
+        cameras=CameraRigSpec(n_train=views, n_test=test_views, distance=3.0, fov_deg=40.0),
+        render=RenderSpec(width=resolution, height=resolution, samples=samples, denoise=denoise),
+    )
+
+
 def _tuplify(v):
     return tuple(_tuplify(x) for x in v) if isinstance(v, list) else v
 
