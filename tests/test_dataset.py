@@ -40,7 +40,8 @@ def _metas(root: Path) -> list[dict]:
 def test_labels_match_an_independent_id_render(assets, tmp_path):
     """Every box is the tight box of the object's visible pixels in a ray-cast id render (IoU >= 0.99), every
     polygon's area is within 2 % of that mask's, hidden / tiny objects have no label, class ids match names.
-    Pixels may differ only where a pixel centre lies on a triangle edge (the tie band, counted)."""
+    Coverage is decided in float64 on CPU, so not even pixel centres within 1/100 px of an edge (the tie band)
+    may differ."""
     cfg = small()
     det = build_dataset(list(assets.values()), tmp_path / "det", cfg)
     seg = build_dataset(list(assets.values()), tmp_path / "seg", dataclasses.replace(cfg, format="yolo-seg"))
@@ -49,7 +50,7 @@ def test_labels_match_an_independent_id_render(assets, tmp_path):
     stats = check_yolo_labels(det.out, seg.out, cfg.labels.min_visible_pixels)
     print(stats)
     assert stats["worst_iou"] >= 0.99 and stats["worst_area"] <= 0.02 and stats["checked_exact"] >= 50
-    assert stats["tie_pixels"] <= 1e-3 * stats["object_pixels"]
+    assert stats["tie_pixels"] == 0 and stats["worst_iou"] > 0.9999  # YOLO writes 6 decimals
     # The check saw the hard cases: objects hidden by others, cut by the border, masks with holes or pieces.
     assert (
         stats["labels"] >= 60

@@ -94,6 +94,15 @@ def _near_surface(torus: TorusSDF, n: int) -> torch.Tensor:
     return x[keep][:n]
 
 
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_no_points_give_no_features_on_both_paths(name):
+    """A chunk of rays with no surface hit queries the grid with 0 points (a 200² SDF render did): ``[0, F]``."""
+    enc = HashGridEncoding(CONFIGS[name])
+    empty = torch.zeros(0, 3)
+    for fn in (enc.forward_reference, enc._forward_cpu, enc):
+        assert fn(empty).shape == (0, enc.output_dim)
+
+
 def test_analytic_normals_agree_with_finite_differences(trained_torus):
     """(c) mean angle between analytic and finite-difference normals < 1 degree on the trained field, near its
     surface, and shrinking with the step (the analytic one is the field's derivative); both face the torus's true

@@ -258,20 +258,22 @@ def scene_mesh(
     device: torch.device,
     translations: dict[int, Tensor] | None = None,
     only: list[int] | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> SceneMesh:
     """Concatenate the scene's objects in world space.
 
     Args:
         translations: extra world-space offsets ``[3]`` per object index (tensors; the edge-case search's knobs).
         only: draw just these object indices (e.g. one object alone, to measure occlusion).
+        dtype: of the world positions and normals (colours stay float32).
     """
     verts, faces, colors, normals, owner = [], [], [], [], []
     offset = 0
     for k, obj in enumerate(scene.objects):
         if only is not None and k not in only:
             continue
-        m = torch.tensor(obj.matrix, dtype=torch.float32, device=device)
-        v = torch.as_tensor(obj.mesh.verts, device=device)
+        m = torch.tensor(obj.matrix, dtype=dtype, device=device)
+        v = torch.as_tensor(obj.mesh.verts, device=device).to(dtype)
         f = torch.as_tensor(obj.mesh.faces, device=device)
         vw = v @ m[:3, :3].T + m[:3, 3]
         if translations is not None and k in translations:
@@ -284,7 +286,7 @@ def scene_mesh(
         owner.append(torch.full((f.shape[0],), k, dtype=torch.long, device=device))
         offset += v.shape[0]
     if not verts:
-        z = torch.zeros(0, 3, device=device)
+        z = torch.zeros(0, 3, dtype=dtype, device=device)
         return SceneMesh(
             z,
             torch.zeros(0, 3, dtype=torch.long, device=device),
@@ -307,10 +309,10 @@ def linear_to_srgb(x: Tensor) -> Tensor:
 
 
 def clip_positions(scene: Scene, verts: Float[Tensor, "V 3"]) -> Float[Tensor, "V 4"]:
-    """World positions to OpenGL clip space through the scene's camera."""
+    """World positions to OpenGL clip space through the scene's camera, in ``verts``' dtype."""
     dev = verts.device
-    c2w = torch.tensor(scene.c2w, dtype=torch.float32, device=dev)
-    fovy = torch.tensor([math.radians(scene.fovy)], dtype=torch.float32, device=dev)
+    c2w = torch.tensor(scene.c2w, dtype=verts.dtype, device=dev)
+    fovy = torch.tensor([math.radians(scene.fovy)], dtype=verts.dtype, device=dev)
     mvp = perspective(fovy, 1.0, NEAR, FAR)[0] @ torch.linalg.inv(c2w)
     return torch.cat([verts, torch.ones_like(verts[:, :1])], dim=-1) @ mvp.T
 
@@ -337,15 +339,22 @@ def render_scene(
         only: draw only these objects.
     """
     device = torch.device(device)
-    mesh = scene_mesh(scene, device, translations, only)
-    pos = clip_positions(scene, mesh.verts)
-    rast = raster.rasterize(pos, mesh.faces, (size, size))
+    # Which triangle owns each pixel (the labels) is decided in float64 where the device has it (the torch twin
+    # uses it; nvdiffrast takes float32): placed and projected in float32, a pixel centre within ~1e-4 px of an
+    # edge can land on either side, which moves a small object's box by a pixel against an exact id render
+    # (issue 17 (a)). Shading and antialiasing stay float32.
+    exact = torch.float32 if device.type == "mps" else torch.float64
+    mesh = scene_mesh(scene, device, translations, only, dtype=exact)
+    cover = clip_positions(scene, mesh.verts)
+    pos = cover.float()
+    rast = raster.rasterize(cover, mesh.faces, (size, size))
+    rast = raster.Rasterization(rast.rast.float(), rast.backend)
     tri = rast.triangle_id[0]  # [H, W]
     object_id = torch.where(tri >= 0, mesh.face_object.to(device)[tri.clamp_min(0)], torch.full_like(tri, -1))
     # Shade only the covered pixels (a compacted [1, N, 1, 4] rasterization; interpolation is per pixel).
     covered_px = (rast.rast[0, ..., 3] > 0).reshape(-1).nonzero()[:, 0]  # [N]
     sub = raster.Rasterization(rast.rast[0].reshape(-1, 4)[covered_px][None, :, None, :], rast.backend)
-    attrs = torch.cat([mesh.colors, mesh.normals, mesh.verts], dim=-1)
+    attrs = torch.cat([mesh.colors, mesh.normals.float(), mesh.verts.float()], dim=-1)
     px = raster.interpolate(attrs, sub, mesh.faces)[0, :, 0]  # [N, 9]
     albedo, normal, point = px[:, :3], px[:, 3:6], px[:, 6:9]
     lt = light or {}

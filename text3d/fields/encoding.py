@@ -202,7 +202,7 @@ class HashGridEncoding(nn.Module):
         idx_hashed = self._corners_lm(hashed.to(self.index_dtype), torch.bitwise_xor)  # [Lh, N, 8]
         w = self._corners_lm(torch.stack([1.0 - frac, frac], dim=-1), torch.mul)  # [L, N, 8]
         out = _InterpComplex.apply(self.embeddings, w, idx_dense, idx_hashed, self.split)  # [L, N, F]
-        return out.permute(1, 0, 2).reshape(n, -1)
+        return out.permute(1, 0, 2).reshape(n, self.output_dim)  # n may be 0 (a chunk with no surface hits)
 
     @staticmethod
     def _corners_lm(per_axis: Tensor, combine: Callable[[Tensor, Tensor], Tensor]) -> Tensor:

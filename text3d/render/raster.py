@@ -65,10 +65,11 @@ from text3d.errors import BackendUnavailableError
 Backend = Literal["auto", "torch", "nvdiffrast"]
 _BACKENDS = ("auto", "torch", "nvdiffrast")
 
-_INSIDE_TOL_PX = 1e-3
-"""A pixel centre counts as inside a triangle up to this distance (pixels) outside an edge. Float32 rounding in the
-edge functions is ~1e-4 px at 2k resolution; the tolerance makes shared edges watertight (no pinholes) and moves a
-silhouette by an invisible 1/1000 pixel."""
+_INSIDE_TOL_PX = {torch.float32: 1e-3, torch.float64: 1e-6}
+"""A pixel centre counts as inside a triangle up to this distance (pixels) outside an edge, by the dtype coverage is
+decided in. Float32 rounding in the edge functions is ~1e-4 px at 2k resolution, float64's ~1e-12 px; the tolerance
+makes shared edges watertight (no pinholes) and moves a silhouette by an invisible 1/1000 (1/10^6) pixel. Float64
+is for exact labels (:mod:`text3d.dataset`): a tie pixel 1/1000 px outside an edge is a whole pixel of a box."""
 _AA_EPS = 1.0 / 16.0
 """Antialias accepts edge crossings up to 1/16 pixel outside the segment between two pixel centres (nvdiffrast)."""
 
@@ -264,7 +265,9 @@ def _visible_faces(pos: Tensor, tri: Tensor, h: int, w: int, max_fragments: int)
     zbuf = torch.full((b * h * w,), empty_key, dtype=torch.int64, device=dev)
     if n_faces == 0:
         return torch.full((b, h * w), -1, dtype=torch.long, device=dev)
-    v = pos.float()[:, tri].reshape(b * n_faces, 3, 4)  # [B*F, 3, 4]
+    # Coverage is decided in float64 when the caller passes float64 (exact labels: text3d.dataset), else float32.
+    v = (pos if pos.dtype == torch.float64 else pos.float())[:, tri].reshape(b * n_faces, 3, 4)  # [B*F, 3, 4]
+    tol = _INSIDE_TOL_PX[v.dtype]
     front = (v[..., 3] > 0).all(dim=-1)  # [B*F]
     # Triangles reaching behind the camera are clipped to the near plane into pieces that keep their triangle's id.
     behind = ~front & ((v[..., 2] + v[..., 3]) >= 0).any(dim=-1)
@@ -337,20 +340,20 @@ def _visible_faces(pos: Tensor, tri: Tensor, h: int, w: int, max_fragments: int)
         for c in group.split(max(1, max_fragments // (tile * tile))):
             px = fx0[c, None] + ox  # [Nc, S*S]
             py = fy0[c, None] + oy
-            dx = (px - fx0[c, None]).float() + (fx0[c] - x0[c])[:, None]
-            dy = (py - fy0[c, None]).float() + (fy0[c] - y0[c])[:, None]
+            dx = (px - fx0[c, None]).to(x0.dtype) + (fx0[c] - x0[c])[:, None]
+            dy = (py - fy0[c, None]).to(y0.dtype) + (fy0[c] - y0[c])[:, None]
             cc = coef[:, :, c]  # [3, 4, Nc]
             ok = (px <= fx1[c, None]) & (py <= fy1[c, None])
             for e in range(3):
                 dist = cc[0, e, :, None] * dx + cc[1, e, :, None] * dy + cc[2, e, :, None]
-                ok &= dist >= -_INSIDE_TOL_PX
+                ok &= dist >= -tol
             depth = cc[0, 3, :, None] * dx + cc[1, 3, :, None] * dy + cc[2, 3, :, None]
             ok &= (depth >= -1.0) & (depth <= 1.0)
             fi, ti = ok.nonzero(as_tuple=True)
             if fi.numel() == 0:
                 continue
             # depth + 2 is in [1, 3]: positive floats order like their bit patterns.
-            zbits = (depth[fi, ti] + 2.0).view(torch.int32).long()
+            zbits = (depth[fi, ti].float() + 2.0).view(torch.int32).long()
             key = (zbits << 32) | face_id[c[fi]]
             pix = pix_base[c[fi]] + py[fi, ti] * w + px[fi, ti]
             zbuf.scatter_reduce_(0, pix, key, reduce="amin")
