@@ -138,6 +138,24 @@ def test_clean_mesh_drops_floaters_and_degenerate_faces(ball):
     assert len(clean_mesh(big, np.concatenate([faces, faces + len(verts)]), 0.05)[1]) == 2 * len(faces)
 
 
+def test_clean_mesh_collapses_a_tiny_face_instead_of_opening_a_hole(ball):
+    """A watertight surface with one face 1e-6 across (as marching tets makes where the field is zero near a grid
+    vertex) stays watertight: the tiny face is collapsed into a vertex, not deleted."""
+    verts, faces = ball
+    a, b, c = faces[0]
+    va = verts[a].astype(np.float64)
+    v = np.concatenate([verts, (va + [1e-6, 0, 0])[None], (va + [0, 1e-6, 0])[None]]).astype(np.float32)
+    a1, a2 = len(verts), len(verts) + 1
+    # Face (a, b, c) becomes a tiny triangle at a and four faces joining it to b and c (same winding).
+    split = [[a, a1, a2], [a, b, a1], [a1, b, c], [a1, c, a2], [a2, c, a]]
+    f = np.concatenate([faces[1:], np.asarray(split)])
+    assert trimesh.Trimesh(v, f, process=False).is_watertight
+    cv, cf = clean_mesh(v, f, min_component_fraction=0.05)
+    m = trimesh.Trimesh(cv, cf, process=False)
+    assert m.is_watertight and len(cf) == len(faces)
+    assert np.abs(m.area - trimesh.Trimesh(verts, faces).area) < 1e-6
+
+
 def test_clean_mesh_welds_a_triangle_soup(ball):
     verts, faces = ball
     soup_v = verts[faces].reshape(-1, 3)

@@ -38,11 +38,15 @@ def compact(
 def clean_mesh(
     verts: Float[np.ndarray, "V 3"], faces: Int[np.ndarray, "F 3"], min_component_fraction: float = 0.05
 ) -> tuple[Float[np.ndarray, "U 3"], Int[np.ndarray, "G 3"]]:
-    """Weld duplicate vertices, remove degenerate and duplicate faces, then connected pieces smaller than ``min_component_fraction`` of the
+    """Weld duplicate vertices, collapse edges shorter than ``1e-5`` of the mesh's size, remove the faces that
+    leaves degenerate and duplicate faces, then connected pieces smaller than ``min_component_fraction`` of the
     total surface area (the largest piece is always kept), then unused vertices.
 
     Floaters are what a NeRF leaves in empty space and what xatlas chokes on; an asset made of several sizeable
-    parts (a cup on a saucer) keeps all of them.
+    parts (a cup on a saucer) keeps all of them. Tiny faces are collapsed, not deleted: marching tets puts several
+    crossings within ~1e-6 of each other where the field is zero near a grid vertex, and deleting such a face
+    leaves a hole in a watertight surface (a 200² SDF fit's mesh had two). Faces of zero area with a long edge
+    (needles) are kept for the same reason.
 
     Raises:
         ExportError: nothing is left.
@@ -57,17 +61,16 @@ def clean_mesh(
     # Weld exact duplicates, so a triangle soup is one piece and not thousands of "floaters".
     verts, weld = np.unique(verts, axis=0, return_inverse=True)
     faces = weld.reshape(-1)[faces]
-    ok = (faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])
-    ok &= np.isfinite(verts[faces]).all(axis=(1, 2))
-    faces = faces[ok]
-    area = face_areas(verts, faces)
+    faces = faces[np.isfinite(verts[faces]).all(axis=(1, 2))]
     scale = float(np.ptp(verts[faces.reshape(-1)], axis=0).max()) if faces.size else 0.0
-    keep = area > 1e-12 * max(scale, 1e-12) ** 2
-    faces, area = faces[keep], area[keep]
+    faces = _collapse_short_edges(verts, faces, 1e-5 * scale)
+    ok = (faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])
+    faces = faces[ok]
     _, first = np.unique(np.sort(faces, axis=1), axis=0, return_index=True)
     first.sort()
-    faces, area = faces[first], area[first]
-    if faces.shape[0] == 0:
+    faces = faces[first]
+    area = face_areas(verts, faces)
+    if faces.shape[0] == 0 or not (area > 1e-12 * max(scale, 1e-12) ** 2).any():
         raise ExportError("every face of the mesh is degenerate: there is no surface to export")
     n = verts.shape[0]
     rows = np.concatenate([faces[:, 0], faces[:, 1]])
@@ -83,6 +86,26 @@ def clean_mesh(
         log.info("dropped %d small disconnected piece(s) of the mesh", dropped)
     faces = faces[kept[face_label]]
     return compact(verts, faces)
+
+
+def _collapse_short_edges(
+    verts: Float[np.ndarray, "V 3"], faces: Int[np.ndarray, "F 3"], tol: float
+) -> Int[np.ndarray, "F 3"]:
+    """Faces with the ends of every edge shorter than ``tol`` merged into one vertex (the lowest index of each
+    group joined by short edges); the faces this makes degenerate are left for the caller to drop."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    short = edges[np.linalg.norm(verts[edges[:, 0]] - verts[edges[:, 1]], axis=-1) < tol]
+    if short.shape[0] == 0:
+        return faces
+    n = verts.shape[0]
+    graph = coo_matrix((np.ones(short.shape[0], dtype=np.int8), (short[:, 0], short[:, 1])), shape=(n, n))
+    n_groups, group = connected_components(graph, directed=False)
+    lowest = np.empty(n_groups, dtype=np.int64)
+    lowest[group[::-1]] = np.arange(n)[::-1]  # the last write per group is its lowest index
+    return lowest[group][faces]
 
 
 def orient_outward(verts: Float[np.ndarray, "V 3"], faces: Int[np.ndarray, "F 3"]) -> Int[np.ndarray, "F 3"]:
