@@ -138,6 +138,22 @@ def test_top_row_first_and_pixel_centres():
     assert r.triangle_id[0, 0, 0] == 0 and r.triangle_id[0, -1, -1] == -1
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_coverage_tolerance_follows_the_dtype(dtype):
+    """A rectangle whose right edge stops 5e-4 px short of column 4's centres covers that column in float32 (the
+    1e-3 px tolerance that keeps shared edges watertight) but not in float64 (1e-6 px: exact labels); 5e-7 px short
+    it covers it in both, and the diagonal shared by its two triangles leaves no pinhole."""
+    h = w = 8
+    centre = (4 + 0.5) * 2 / w - 1  # column 4's centres in NDC
+    tri = torch.tensor([[0, 1, 2], [0, 2, 3]])
+    for short_px, covered in ((5e-4, dtype == torch.float32), (5e-7, True)):
+        x = centre - short_px * 2 / w
+        pos = torch.tensor([[-1, -1, 0, 1], [x, -1, 0, 1], [x, 1, 0, 1], [-1, 1, 0, 1]], dtype=torch.float64)
+        mask = rasterize(pos.to(dtype), tri, (h, w), backend="torch").triangle_id[0] >= 0
+        assert bool(mask[:, :4].all()) and not bool(mask[:, 5:].any())
+        assert bool(mask[:, 4].all()) == covered and bool(mask[:, 4].any()) == covered
+
+
 def test_batch_and_chunking_do_not_change_the_result():
     sphere = trimesh.creation.icosphere(3)
     verts = torch.tensor(sphere.vertices, dtype=torch.float32) * 0.8

@@ -38,9 +38,9 @@ def compact(
 def clean_mesh(
     verts: Float[np.ndarray, "V 3"], faces: Int[np.ndarray, "F 3"], min_component_fraction: float = 0.05
 ) -> tuple[Float[np.ndarray, "U 3"], Int[np.ndarray, "G 3"]]:
-    """Weld duplicate vertices, collapse edges shorter than ``1e-5`` of the mesh's size, remove the faces that
-    leaves degenerate and duplicate faces, then connected pieces smaller than ``min_component_fraction`` of the
-    total surface area (the largest piece is always kept), then unused vertices.
+    """Weld duplicate vertices, collapse edges shorter than ``1e-5`` of the mesh's size, remove degenerate and
+    duplicate faces, then connected pieces smaller than ``min_component_fraction`` of the total surface area (the
+    largest piece is always kept), then unused vertices.
 
     Floaters are what a NeRF leaves in empty space and what xatlas chokes on; an asset made of several sizeable
     parts (a cup on a saucer) keeps all of them. Tiny faces are collapsed, not deleted: marching tets puts several

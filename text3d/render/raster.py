@@ -196,7 +196,9 @@ def rasterize(
     """Rasterize triangles given in clip space.
 
     Args:
-        pos_clip: clip-space vertex positions (see the module docstring).
+        pos_clip: clip-space vertex positions (see the module docstring). The twin decides coverage in float64
+            when they are float64 (a pixel centre up to 1e-6 px outside an edge is inside, instead of 1e-3 px in
+            float32), for labels that must agree with exact geometry; nvdiffrast always takes float32.
         tri: ``[F, 3]`` vertex indices (any integer dtype).
         resolution: ``(H, W)`` in pixels.
         backend: ``"auto"``, ``"torch"`` or ``"nvdiffrast"``.
@@ -280,10 +282,11 @@ def _visible_faces(pos: Tensor, tri: Tensor, h: int, w: int, max_fragments: int)
     scr = _to_pixels(v, h, w)  # [P, 3, 3]
     scr = torch.where(ahead[:, None, None], scr, torch.zeros_like(scr))
     x, y, z = (t.contiguous() for t in scr.unbind(-1))  # each [P, 3]
-    xmin = x.amin(-1).ceil().clamp(min=0)
-    xmax = x.amax(-1).floor().clamp(max=w - 1)
-    ymin = y.amin(-1).ceil().clamp(min=0)
-    ymax = y.amax(-1).floor().clamp(max=h - 1)
+    # Pixel centres within the tolerance of the bounding box are candidates too (an axis-aligned edge's tolerance).
+    xmin = (x.amin(-1) - tol).ceil().clamp(min=0)
+    xmax = (x.amax(-1) + tol).floor().clamp(max=w - 1)
+    ymin = (y.amin(-1) - tol).ceil().clamp(min=0)
+    ymax = (y.amax(-1) + tol).floor().clamp(max=h - 1)
     x0, y0 = x[..., 0], y[..., 0]
     area = (x[..., 1] - x0) * (y[..., 2] - y0) - (y[..., 1] - y0) * (x[..., 2] - x0)  # [P], 2x signed area
     valid = ahead & (area.abs() > 1e-12) & (xmax >= xmin) & (ymax >= ymin)
