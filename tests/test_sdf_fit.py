@@ -14,6 +14,7 @@ import json
 import numpy as np
 import trimesh
 from conftest import needs_blender
+from test_export_validator import validate
 
 from text3d.cli import main
 from text3d.data import Z_UP_TO_Y_UP
@@ -62,10 +63,13 @@ def test_an_sdf_fit_exports_a_watertight_mesh_within_0_8_percent_of_the_true_one
     record = json.loads((run / "run.json").read_text())
     assert record["status"] == "completed" and metrics["views"] == 8
 
-    mesh = trimesh.load(run / "mesh" / f"{run.name}.glb", force="mesh")
+    glb = run / "mesh" / f"{run.name}.glb"
+    mesh = trimesh.load(glb, force="mesh")
     closed = mesh.copy()
     closed.merge_vertices(merge_tex=True, merge_norm=True)
     assert closed.is_watertight
+    issues = validate(glb)["issues"]  # issue 16 (c): watertight and validator-clean
+    assert issues["numErrors"] == 0 and issues["numWarnings"] == 0, issues["messages"]
     true = trimesh.load(suzanne.mesh_path, process=False)
     true.apply_transform(Z_UP_TO_Y_UP)
     chamfer, normal = accuracy(mesh, true)
