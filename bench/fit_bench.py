@@ -5,6 +5,10 @@ frame), wall time and peak memory, and appends a record to ``bench/results/fit-<
 
 Run: ``python bench/fit_bench.py [--device cpu|cuda] [--views 100] [--resolution 200] [--set KEY=VALUE ...]``.
 The render is cached by scene hash (``~/.cache/text3d/scenes``); the first call spends a few minutes in Cycles.
+
+Tuning the mesh stage without paying for the NeRF again: run once with ``--set trainer.keep_earlier_stages=true``,
+then ``--reuse-coarse RUN_DIR`` starts a new run folder from that run's finished coarse stage (its checkpoint and
+turntable are copied; the coarse settings must be the same) and trains only what follows. The record says so.
 """
 
 from __future__ import annotations
@@ -13,14 +17,14 @@ import argparse
 import datetime as _dt
 import json
 import resource
+import shutil
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import trimesh
 from fit_scenes import benchmark_scene
-from scipy.spatial import cKDTree
+from sdf_fit_bench import mesh_accuracy
 
 
 def main(argv: list[str]) -> int:
@@ -37,6 +41,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--samples", type=int, default=64)
     ap.add_argument("--out", default="/tmp/text3d-fit-bench")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument(
+        "--reuse-coarse", default="", metavar="RUN_DIR", help="start from this run's coarse stage"
+    )
     args = ap.parse_args(argv)
 
     t0 = time.perf_counter()
@@ -50,24 +57,25 @@ def main(argv: list[str]) -> int:
     }
     overrides.update(dict(item.split("=", 1) for item in args.set))
     cfg = apply_overrides(FitConfig(), overrides)
+    run_dir = None
+    if args.reuse_coarse:
+        run_dir = reuse_coarse(Path(args.reuse_coarse), Path(args.out))
     t0 = time.perf_counter()
-    result = fit(cfg)
+    result = fit(cfg, run_dir=run_dir)
     t_fit = time.perf_counter() - t0
     metrics = json.loads((result.run_dir / "metrics.json").read_text())
     glb = next(p for p in result.meshes if p.suffix == ".glb")
     fitted = trimesh.load(glb, force="mesh")
     true = trimesh.load(ds.mesh_path, process=False)
     true.apply_transform(Z_UP_TO_Y_UP)
-    diag = float(np.linalg.norm(true.bounds[1] - true.bounds[0]))
-    a, b = fitted.sample(100_000, seed=0), true.sample(100_000, seed=0)
-    chamfer = 0.5 * (cKDTree(b).query(a)[0].mean() + cKDTree(a).query(b)[0].mean()) / diag
     record = {
         "date": _dt.date.today().isoformat(),
         "scene": {"views": args.views, "test_views": args.test_views, "resolution": args.resolution},
         "psnr": metrics["psnr"],
         "ssim": metrics["ssim"],
-        "chamfer_fraction_of_diagonal": round(float(chamfer), 5),
+        **mesh_accuracy(fitted, true),
         "fit_seconds": round(t_fit, 1),
+        "coarse_reused_from": args.reuse_coarse or None,
         "render_seconds": round(t_render, 1),
         "render_cached": ds.cached,
         "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2),
@@ -81,6 +89,22 @@ def main(argv: list[str]) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps([*earlier, record], indent=1) + "\n")
     return 0
+
+
+def reuse_coarse(source: Path, out_dir: Path) -> Path:
+    """A fresh run folder under ``out_dir`` holding ``source``'s finished coarse stage (checkpoint, turntable)."""
+    ckpt = source / "checkpoints" / "coarse.safetensors"
+    if not ckpt.is_file():
+        raise SystemExit(
+            f"{source}: no checkpoints/coarse.safetensors (run with trainer.keep_earlier_stages=true)"
+        )
+    run_dir = out_dir / f"reuse-{_dt.datetime.now():%Y%m%d-%H%M%S}"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    shutil.copy2(ckpt, run_dir / "checkpoints" / ckpt.name)
+    (run_dir / "video").mkdir()
+    for video in (source / "video").glob("coarse-turntable.*"):
+        shutil.copy2(video, run_dir / "video" / video.name)
+    return run_dir
 
 
 if __name__ == "__main__":

@@ -74,6 +74,8 @@ def mesh_accuracy(fitted: trimesh.Trimesh, true: trimesh.Trimesh, n: int = 100_0
     acc = surface_accuracy(pa, fitted.face_normals[fa], pb, true.face_normals[fb])
     return {
         "chamfer_fraction_of_diagonal": round(acc["chamfer"] / diag, 5),
+        "accuracy_fraction_of_diagonal": round(acc["accuracy"] / diag, 5),
+        "completeness_fraction_of_diagonal": round(acc["completeness"] / diag, 5),
         "normal_deg": round(acc["normal_deg"], 2),
         "normal_median_deg": round(acc["normal_median_deg"], 2),
     }

@@ -40,7 +40,7 @@ def test_materials_need_a_mesh_stage(tiny_scene, capsys, tmp_path):
     err = one_line_exit_2(
         capsys, ["fit", str(tiny_scene), "--materials", "pbr", "--refine-steps", "0", "--out", str(tmp_path)]
     )
-    assert "needs the mesh stage" in err
+    assert "needs a mesh" in err
     assert not list(tmp_path.iterdir())  # nothing written
 
 
@@ -81,7 +81,13 @@ def glb_json(path) -> dict:
     return json.loads(data[20 : 20 + length])
 
 
-def test_tiny_pbr_fit_exports_relightable_asset(tiny_scene, tmp_path, capsys):
+@pytest.mark.parametrize(
+    "representation, refine_steps",
+    [("nerf", 2), ("sdf", 0), ("sdf", 2)],
+    ids=["nerf-dmtet", "sdf", "sdf-dmtet"],
+)
+def test_tiny_pbr_fit_exports_relightable_asset(tiny_scene, tmp_path, capsys, representation, refine_steps):
+    """Materials on the DMTet mesh (from a NeRF or an SDF) or directly on the SDF's zero level."""
     sets = [
         "coarse.rays_per_step=256",
         "coarse.nerf.encoding.n_levels=8",
@@ -95,16 +101,23 @@ def test_tiny_pbr_fit_exports_relightable_asset(tiny_scene, tmp_path, capsys):
         "trainer.video_frames=2",
         "holdout=4",
         "material.pbr.environment.height=8",
+        "coarse.sdf.field.encoding.n_levels=8",
+        "coarse.sdf.field.encoding.log2_hashmap_size=14",
+        "coarse.sdf.field.hidden_dim=16",
+        "coarse.sdf.eikonal_points=256",
+        "coarse.sdf.mesh_resolution=32",
     ]
     argv = [
         "fit",
         str(tiny_scene),
+        "--representation",
+        representation,
         "--materials",
         "pbr",
         "--coarse-steps",
         "6",
         "--refine-steps",
-        "2",
+        str(refine_steps),
         "--material-steps",
         "3",
         "--device",
@@ -117,6 +130,8 @@ def test_tiny_pbr_fit_exports_relightable_asset(tiny_scene, tmp_path, capsys):
     assert main(argv) == 0, capsys.readouterr().err
     (run,) = list(tmp_path.iterdir())
     record = json.loads((run / "run.json").read_text())
+    stages = {"coarse": 6, "materials": 3} | ({"refine": refine_steps} if refine_steps else {})
+    assert {k: v["step"] for k, v in record["stages"].items()} == stages
     env = run / record["outputs"]["environment"]
     assert env.name.endswith("_environment.hdr") and env.is_file()
     glb = next(run / p for p in record["outputs"]["meshes"] if p.endswith(".glb"))

@@ -368,10 +368,57 @@ def test_generate_with_an_sdf_runs_end_to_end_and_exports(tiny_model_dir, tmp_pa
     assert len(mesh.faces) > 100 and mesh.is_watertight
 
 
-def test_an_sdf_coarse_stage_with_a_refine_stage_is_one_line_before_anything_runs(tmp_path, capsys):
+def test_generate_with_an_sdf_then_a_dmtet_stage_runs_end_to_end(tiny_model_dir, tmp_path, capsys):
+    """The refine stage starts from an SDF coarse stage as it does from a NeRF: both stages train and export."""
+    from conftest import TINY_OVERRIDES
+
     from text3d.cli import main
 
-    code = main(["generate", "a mug", "--set", "coarse.representation=sdf", "--out", str(tmp_path)])
-    err = capsys.readouterr().err
-    assert code == 2 and err.count("\n") == 1 and "refine.steps=0" in err
-    assert list(tmp_path.iterdir()) == []
+    sets = {**TINY_OVERRIDES, **SDF_TINY, "refine.steps": "2", "export.formats": "glb"}
+    args = ["generate", "a mug", "--model", str(tiny_model_dir), "--out", str(tmp_path)]
+    code = main(args + [f"--set={k}={v}" for k, v in sets.items()])
+    assert code == 0, capsys.readouterr().err
+    (run,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    record = json.loads((run / "run.json").read_text())
+    assert record["status"] == "completed" and record["stages"]["refine"] == {"step": 2, "total": 2}
+    assert (run / "checkpoints" / "refine.safetensors").is_file()
+    mesh = trimesh.load(next(Path(run, "mesh").glob("*.glb")), force="mesh")
+    assert len(mesh.faces) > 100
+
+
+def _sdf_and_dmtet(colour_field=None):
+    from text3d.fields.dmtet import DMTetConfig
+    from text3d.representations.dmtet import DMTetRepresentation, DMTetRepresentationConfig
+
+    sdf = _small_rep()
+    cfg = DMTetRepresentationConfig(
+        dmtet=DMTetConfig(resolution=32),
+        colour_field=colour_field or sdf.cfg.field,
+        background=BackgroundConfig(kind="solid"),
+    )
+    return sdf, DMTetRepresentation(cfg)
+
+
+def test_dmtet_starts_at_an_sdfs_zero_level_with_its_colour():
+    """A fresh SDF field is exactly a sphere of radius ``init_radius`` (0.5): the DMTet mesh it starts is that
+    sphere up to linear interpolation along tet edges (at most ``edge^2 / 8r`` inside, 0.014 for the 16-cube
+    grid's longest edges), outward-facing, with the SDF's albedo at every point."""
+    from text3d.errors import ConfigError
+    from text3d.fields.nerf import NeRFFieldConfig
+
+    sdf, dmtet = _sdf_and_dmtet()
+    with torch.no_grad():
+        sdf.field.mlp[-1].bias[1:] = torch.tensor([0.3, -0.2, 0.1])  # a colour that is not the default
+    dmtet.init_from(sdf)
+    mesh = dmtet.dmtet.extract()
+    radius = mesh.verts.norm(dim=-1)
+    assert mesh.faces.shape[0] > 500
+    assert (radius - 0.5).abs().max() < 0.015 and (radius - 0.5).abs().mean() < 0.004
+    v = mesh.verts[mesh.faces]
+    volume = torch.linalg.det(v).sum() / 6.0  # signed volume: positive when faces turn outwards
+    assert abs(float(volume.detach()) - 4.0 / 3.0 * torch.pi * 0.125) < 0.02
+    with torch.no_grad():
+        assert torch.allclose(dmtet.field.albedo(mesh.verts), sdf.field.albedo(mesh.verts))
+
+    with pytest.raises(ConfigError, match="colour field is a NeRFField"):
+        _sdf_and_dmtet(NeRFFieldConfig(bound=sdf.cfg.field.bound))[1].init_from(sdf)

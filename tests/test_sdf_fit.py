@@ -88,11 +88,13 @@ def test_an_sdf_fit_exports_a_watertight_mesh_within_0_8_percent_of_the_true_one
     assert accuracy(flipped, true)[1] > 90.0
 
 
-def test_an_sdf_fit_with_a_refine_stage_is_one_line_before_anything_runs(tmp_path, capsys):
-    data = tmp_path / "data"
-    data.mkdir()
-    args = ["fit", str(data), "--out", str(tmp_path / "out"), "--set", "coarse.representation=sdf"]
-    assert main(args) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "with coarse.representation=sdf set refine.steps=0" in err
-    assert not (tmp_path / "out").exists()
+def test_representation_sdf_skips_the_dmtet_stage_unless_refine_steps_asks_for_it():
+    from text3d.cli import build_parser, fit_config_from_args
+
+    def refine_steps(*argv: str) -> int:
+        return fit_config_from_args(build_parser().parse_args(["fit", "data", *argv])).refine.steps
+
+    assert refine_steps() == 300
+    assert refine_steps("--representation", "sdf") == 0
+    assert refine_steps("--representation", "sdf", "--refine-steps", "50") == 50
+    assert refine_steps("--set", "refine.steps=40", "--representation", "sdf") == 0

@@ -231,7 +231,8 @@ def fit_config_from_args(args: argparse.Namespace):
         if value is not None:
             for path in FIT_ALIASES[key]:
                 cfg = apply_overrides(cfg, {path: value})
-            if key == "representation" and value == "sdf":  # its zero level is the mesh: no DMTet stage
+            if key == "representation" and value == "sdf":
+                # its zero level is the mesh: no DMTet stage unless --refine-steps (applied next) asks for one
                 cfg = apply_overrides(cfg, {"refine.steps": "0"})
     if args.data is not None:
         cfg = apply_overrides(cfg, {"data": str(args.data)})
@@ -443,7 +444,8 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument(
         "--representation",
         choices=("nerf", "sdf"),
-        help="nerf (default: NeRF, then a DMTet mesh) or sdf (a sphere-traced SDF; its zero level is the mesh)",
+        help="nerf (default: NeRF, then a DMTet mesh) or sdf (a sphere-traced SDF; its zero level is the mesh, "
+        "unless --refine-steps adds the DMTet stage)",
     )
     fit.add_argument("--coarse-steps", type=int, help="NeRF (or SDF) steps (default 2000)")
     fit.add_argument("--refine-steps", type=int, help="DMTet steps on whole photos (default 300; 0 skips)")

@@ -27,7 +27,11 @@ def _gaussian(size: int, sigma: float, dtype, device) -> Tensor:
 
 
 def ssim(
-    a: Float[Tensor, "H W C"], b: Float[Tensor, "H W C"], peak: float = 1.0, size: int = 11, sigma: float = 1.5
+    a: Float[Tensor, "H W C"],
+    b: Float[Tensor, "H W C"],
+    peak: float = 1.0,
+    size: int = 11,
+    sigma: float = 1.5,
 ) -> float:
     """Mean structural similarity of two ``[H, W, C]`` images in ``[0, peak]`` (valid windows only, per channel,
     then averaged)."""
@@ -57,7 +61,9 @@ def surface_accuracy(
     """How close two surfaces are, from points sampled on each with their unit normals (outward).
 
     ``chamfer``: the symmetric mean nearest-neighbour distance, ``(mean_a d(a, B) + mean_b d(b, A)) / 2`` (in the
-    points' units; sampling alone leaves a floor of about half the sample spacing, so sample densely).
+    points' units; sampling alone leaves a floor of about half the sample spacing, so sample densely), and its
+    two halves as DTU names them: ``accuracy`` ``mean_a d(a, B)`` (is every point of ``a`` near ``b``: floaters,
+    inner walls) and ``completeness`` ``mean_b d(b, A)`` (is all of ``b`` covered: holes, missing thin parts).
     ``normal_deg`` / ``normal_median_deg``: the angle between each point's normal and its nearest neighbour's on
     the other surface, averaged over both directions (the mean) or its median: a surface in the right place with
     wrong orientation (bumps, facets, flipped faces) shows here and not in the distance.
@@ -73,6 +79,8 @@ def surface_accuracy(
     ang = np.concatenate([angles(normals_a, normals_b[i_ab]), angles(normals_b, normals_a[i_ba])])
     return {
         "chamfer": float(0.5 * (d_ab.mean() + d_ba.mean())),
+        "accuracy": float(d_ab.mean()),
+        "completeness": float(d_ba.mean()),
         "normal_deg": float(ang.mean()),
         "normal_median_deg": float(np.median(ang)),
     }

@@ -3,8 +3,9 @@
 with the same fields, renderers, trainer and export as text-to-3D.
 
 ``coarse.representation=sdf`` fits a sphere-traced signed distance field to the same random rays instead (its mask
-term needs the silhouette gradient of :mod:`text3d.render.sphere_trace`, its eikonal term keeps it a distance); the
-mesh is its zero level, so there is no refine stage (``refine.steps=0``).
+term needs the silhouette gradient of :mod:`text3d.render.sphere_trace`, its eikonal term keeps it a distance). Its
+zero level is a mesh already (``refine.steps=0`` exports it); with refine steps the DMTet stage starts from that
+level exactly (a distance, not a density) and fits the photos with its sharp rasterized outlines.
 
 The colour is what the cameras saw (an unlit shader: radiance, lighting included). Photos with masks are fitted
 over a solid background of ``views.background`` with a mask term on the opacity; photos without masks get a
@@ -70,8 +71,8 @@ class FitCoarseConfig(FitStageConfig):
 
     steps: int = 2000
     representation: str = "nerf"
-    """``nerf`` (set by ``nerf``, ``renderer``, ``occupancy``; the refine stage starts from it) or ``sdf`` (a
-    sphere-traced signed distance field, set by ``sdf``; its zero level is the mesh: needs ``refine.steps=0``)."""
+    """``nerf`` (set by ``nerf``, ``renderer``, ``occupancy``) or ``sdf`` (a sphere-traced signed distance field,
+    set by ``sdf``; its zero level is the mesh). The refine stage, if any, starts from either."""
     rays_per_step: int = 4096
     nerf: NeRFFieldConfig = field(
         default_factory=lambda: NeRFFieldConfig(
@@ -190,9 +191,9 @@ def check_fit_config(cfg: FitConfig) -> None:
     check_kind("coarse.nerf.normals", cfg.coarse.nerf.normals, NORMAL_KINDS)
     check_kind("placement", cfg.placement, PLACEMENTS)
     check_kind("materials", cfg.materials, MATERIALS)
-    if cfg.materials == "pbr" and cfg.refine.steps <= 0:
+    if cfg.materials == "pbr" and cfg.refine.steps <= 0 and cfg.coarse.representation != "sdf":
         raise ConfigError(
-            "--materials pbr needs the mesh stage (refine.steps > 0): materials are fitted on the mesh"
+            "--materials pbr needs a mesh: the DMTet stage (refine.steps > 0) or an SDF (--representation sdf)"
         )
     if cfg.env and cfg.materials != "pbr":
         raise ConfigError("--env sets the light of the materials stage: give it with --materials pbr")
@@ -206,10 +207,6 @@ def check_fit_config(cfg: FitConfig) -> None:
         )
     if cfg.coarse.steps <= 0:
         raise ConfigError("coarse.steps must be > 0: the fit starts with the NeRF (the mesh starts from it)")
-    if cfg.coarse.representation == "sdf" and cfg.refine.steps > 0:
-        raise ConfigError(
-            "the refine stage (DMTet) starts from a NeRF, not an SDF: with coarse.representation=sdf set refine.steps=0"
-        )
 
 
 def background_config(cfg: FitConfig, photos: PhotoSet) -> BackgroundConfig:
@@ -256,8 +253,8 @@ def build_stages(cfg: FitConfig, photos: PhotoSet) -> list[Stage]:
         ),
     )
     views = dataclasses.replace(cfg.views, rays_per_step=c.rays_per_step, images_per_step=r.images_per_step)
+    sdf = dataclasses.replace(c.sdf, field=dataclasses.replace(c.sdf.field, bound=cfg.bound))
     if c.representation == "sdf":
-        sdf = dataclasses.replace(c.sdf, field=dataclasses.replace(c.sdf.field, bound=cfg.bound))
         coarse = SDFRepresentation(sdf, background, c.optim.lr, c.optim.network_lr_scale)
     else:
         coarse = NeRFRepresentation(nerf)
@@ -277,7 +274,9 @@ def build_stages(cfg: FitConfig, photos: PhotoSet) -> list[Stage]:
             Stage(
                 "refine",
                 r.steps,
-                DMTetRepresentation(dmtet_config(r, nerf.field, background)),
+                DMTetRepresentation(
+                    dmtet_config(r, sdf.field if c.representation == "sdf" else nerf.field, background)
+                ),
                 PhotoViews(photos, views, mode="images"),
                 UnlitShader(),
                 PhotometricObjective(r.photometric),
@@ -315,8 +314,8 @@ def pbr_shader(cfg: PBRShaderConfig, env: str = "", bound: float = 1.0) -> PBRSh
 
 
 def start_from(stage: Stage, previous: Stage | None) -> None:
-    """The mesh starts from the NeRF's density (its level matched to the NeRF's silhouettes in the training
-    views); the refine stage's pose corrections continue from the NeRF stage's."""
+    """The mesh starts from the coarse stage (a NeRF's density at the level matched to its silhouettes in the
+    training views, or an SDF's zero level); pose corrections continue from the previous stage's."""
     if previous is None:
         return
     stage.representation.init_from(previous.representation, previous.views)

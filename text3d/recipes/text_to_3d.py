@@ -15,6 +15,7 @@ from text3d.errors import ConfigError
 from text3d.fields.dmtet import DMTetConfig
 from text3d.fields.nerf import NORMAL_KINDS, BackgroundConfig, NeRFFieldConfig
 from text3d.fields.occupancy import OccupancyGridConfig
+from text3d.fields.sdf import SDFFieldConfig
 from text3d.guidance.prompts import TextEmbeddings
 from text3d.guidance.stable_diffusion import SDSConfig, StableDiffusionGuidance
 from text3d.objectives.sds import SDSObjective
@@ -61,7 +62,8 @@ class CoarseStageConfig(StageConfig):
     resolution: int = 64
     representation: str = "nerf"
     """Kind of representation: ``nerf`` (set by ``nerf``, ``background``, ``renderer``, ``occupancy``) or ``sdf``
-    (a sphere-traced signed distance field, set by ``sdf`` and ``background``; needs ``refine.steps = 0``)."""
+    (a sphere-traced signed distance field, set by ``sdf`` and ``background``). The refine stage starts from
+    either."""
     nerf: NeRFFieldConfig = field(default_factory=NeRFFieldConfig)
     background: BackgroundConfig = field(default_factory=BackgroundConfig)
     renderer: VolumeRendererConfig = field(default_factory=VolumeRendererConfig)
@@ -85,7 +87,7 @@ class RefineStageConfig(StageConfig):
     shading: ShadingConfig = field(default_factory=lambda: ShadingConfig(albedo_only_steps=0))
     """Lit and textureless renders from the first step: the colour already settled in the coarse stage."""
     representation: str = "dmtet"
-    """Kind of representation: ``dmtet`` (set by ``dmtet`` and the settings below; starts from the coarse NeRF)."""
+    """Kind of representation: ``dmtet`` (set by ``dmtet`` and the settings below; starts from the coarse stage)."""
     dmtet: DMTetConfig = field(default_factory=DMTetConfig)
     """The tet grid (``dmtet.resolution``, 128 by default, in nvdiffrec's naming) and the deformation bound."""
     raster_backend: str = "auto"
@@ -122,10 +124,6 @@ def check_kinds(coarse: CoarseStageConfig, refine: RefineStageConfig) -> None:
         check_kind(f"{name}.shader", cfg.shader, SHADER_KINDS)
         check_kind(f"{name}.objective", cfg.objective, OBJECTIVE_KINDS)
     check_kind("coarse.nerf.normals", coarse.nerf.normals, NORMAL_KINDS)
-    if coarse.representation == "sdf" and refine.steps > 0:
-        raise ConfigError(
-            "the refine stage (DMTet) starts from a NeRF, not an SDF: with coarse.representation=sdf set refine.steps=0"
-        )
 
 
 def nerf_config(cfg: CoarseStageConfig) -> NeRFConfig:
@@ -148,10 +146,10 @@ def coarse_representation(cfg: CoarseStageConfig) -> NeRFRepresentation | SDFRep
 
 
 def dmtet_config(
-    cfg, colour_field: NeRFFieldConfig, background: BackgroundConfig
+    cfg, colour_field: NeRFFieldConfig | SDFFieldConfig, background: BackgroundConfig
 ) -> DMTetRepresentationConfig:
     """The DMTet representation's settings from a refine-stage section (text-to-3D's or fit's: both carry the
-    same fields) and the NeRF it starts from (its colour field and background)."""
+    same fields) and the NeRF or SDF it starts from (its field config and background)."""
     return DMTetRepresentationConfig(
         dmtet=cfg.dmtet,
         colour_field=colour_field,
@@ -202,13 +200,19 @@ def build_stages(
     if refine.steps > 0:
         if coarse.steps <= 0:
             raise ConfigError(
-                "the refine stage starts from the coarse NeRF; set coarse.steps > 0 or refine.steps = 0"
+                "the refine stage starts from the coarse stage; set coarse.steps > 0 or refine.steps = 0"
             )
         stages.append(
             Stage(
                 "refine",
                 refine.steps,
-                DMTetRepresentation(dmtet_config(refine, coarse.nerf, coarse.background)),
+                DMTetRepresentation(
+                    dmtet_config(
+                        refine,
+                        coarse.sdf.field if coarse.representation == "sdf" else coarse.nerf,
+                        coarse.background,
+                    )
+                ),
                 OrbitViews(refine.cameras, refine.resolution),
                 DiffuseShader(refine.shading),
                 objective(refine),

@@ -1,15 +1,18 @@
 """DMTet: a mesh from a signed distance on a tet grid, rasterized (Magic3D's second stage, the refine stage).
 
 The NeRF at 64² stays blurry; an explicit surface can be rendered sharply at high resolution for little cost.
-It starts from a trained NeRF (:meth:`DMTetRepresentation.init_from`):
+It starts from a trained NeRF or SDF (:meth:`DMTetRepresentation.init_from`):
 
-- **Geometry**: the SDF at each tet-grid vertex is ``clamp((density - tau) / tau, -1, 1)`` of the NeRF's
-  density, where the level ``tau`` is chosen so the isosurface reproduces the NeRF renders' silhouettes
+- **Geometry from a NeRF**: the SDF at each tet-grid vertex is ``clamp((density - tau) / tau, -1, 1)`` of the
+  NeRF's density, where the level ``tau`` is chosen so the isosurface reproduces the NeRF renders' silhouettes
   (:func:`text3d.geometry.isosurface.auto_threshold`: IoU of ``{peak density > tau}`` with ``{opacity > 0.5}``),
   unless ``init_threshold`` fixes it. A fixed level (threestudio's 25) ignores how the renderer turns density into
-  opacity, and the mesh then no longer looks like what SDS was scoring.
-- **Colour**: a copy of the NeRF field keeps serving albedo; surface points query
-  :meth:`text3d.fields.nerf.NeRFField.albedo`, so the texture continues where the NeRF left it.
+  opacity, and the mesh then no longer looks like what SDS was scoring. Density is not a distance, so marching
+  tets' linear crossing is only roughly where the level set is: the mesh starts up to a fraction of a cell off.
+- **Geometry from an SDF**: ``clamp(-f, -1, 1)`` of the field's signed distance (negated: positive inside). A
+  distance interpolates linearly, so the first mesh is the SDF's own zero level (what its export would be).
+- **Colour**: a copy of the coarse stage's field keeps serving albedo (the NeRF's, or the SDF's albedo rows);
+  surface points query its ``albedo``, so the texture continues where the coarse stage left it.
 
 Rendering: rasterize the marching-tets mesh with :mod:`text3d.render.raster` (nvdiffrast on CUDA when installed,
 the PyTorch twin elsewhere), interpolate world positions and smooth vertex normals, shade, composite over the
@@ -27,6 +30,7 @@ from text3d.cameras import Cameras
 from text3d.errors import ConfigError
 from text3d.fields.dmtet import DMTet, DMTetConfig
 from text3d.fields.nerf import Background, BackgroundConfig, NeRFField, NeRFFieldConfig
+from text3d.fields.sdf import SDFField, SDFFieldConfig
 from text3d.geometry.asset import Asset
 from text3d.geometry.isosurface import auto_threshold
 from text3d.geometry.mesh import TriMesh, laplacian_smoothness, normal_consistency
@@ -34,21 +38,24 @@ from text3d.render.mesh import render_mesh
 from text3d.render.shading import Shader
 from text3d.representations.base import Representation
 from text3d.representations.nerf import NeRFRepresentation, field_parameter_groups
+from text3d.representations.sdf import SDFRepresentation
 from text3d.views import RenderOutput, ViewSource
 
 
 @dataclass(frozen=True)
 class DMTetRepresentationConfig:
     dmtet: DMTetConfig = field(default_factory=DMTetConfig)
-    colour_field: NeRFFieldConfig = field(default_factory=NeRFFieldConfig)
-    """The colour field's architecture: the NeRF's it starts from (its weights are copied)."""
+    colour_field: NeRFFieldConfig | SDFFieldConfig = field(default_factory=NeRFFieldConfig)
+    """The colour field's architecture: the field of the stage it starts from, a NeRF's or an SDF's (its weights
+    are copied; only its albedo is used)."""
     background: BackgroundConfig = field(default_factory=BackgroundConfig)
     raster_backend: str = "auto"
     """``auto`` (nvdiffrast on CUDA when installed, else the PyTorch twin), ``torch`` or ``nvdiffrast``."""
     raster_fallback: bool = False
     """With ``raster_backend=nvdiffrast``: use the twin (with a warning) instead of failing when it cannot run."""
     sdf_lr: float = 0.002
-    """Adam step for the SDF, which lives in ``[-1, 1]`` (normalised by the density level)."""
+    """Adam step for the SDF, which lives in ``[-1, 1]`` (normalised by the density level, or a distance in world
+    units when it starts from an SDF)."""
     deform_lr: float = 0.005
     """Adam step for the raw deformation (before ``tanh``)."""
     lr: float = 0.01
@@ -64,14 +71,15 @@ class DMTetRepresentationConfig:
 
 
 class DMTetRepresentation(Representation):
-    """DMTet geometry + a NeRF's albedo field and background (copied from the NeRF it starts from)."""
+    """DMTet geometry + an albedo field and background (copied from the NeRF or SDF it starts from)."""
 
     name = "dmtet"
 
     def __init__(self, cfg: DMTetRepresentationConfig = DMTetRepresentationConfig()):
         super().__init__()
         self.cfg = cfg
-        self.field = NeRFField(cfg.colour_field)
+        colour = cfg.colour_field
+        self.field = SDFField(colour) if isinstance(colour, SDFFieldConfig) else NeRFField(colour)
         self.background = Background(cfg.background)
         self.dmtet = DMTet(cfg.dmtet, bound=cfg.colour_field.bound)
         self.register_buffer("density_level", torch.zeros(()))
@@ -80,16 +88,27 @@ class DMTetRepresentation(Representation):
     # ------------------------------------------------------------------------------------------------- init
     @torch.no_grad()
     def init_from(self, previous: Representation, views: ViewSource | None = None) -> None:
-        """Take geometry and colour from a trained NeRF (see the module docstring); ``views`` gives the cameras
-        whose silhouettes the initial surface reproduces (the NeRF stage's view source)."""
-        if not isinstance(previous, NeRFRepresentation):
+        """Take geometry and colour from a trained NeRF or SDF (see the module docstring); ``views`` gives the
+        cameras whose silhouettes the initial surface reproduces (the NeRF stage's view source; unused for an
+        SDF, whose zero level is the surface)."""
+        if not isinstance(previous, (NeRFRepresentation, SDFRepresentation)):
             raise ConfigError(
-                f"a {self.name} stage starts from a nerf stage, not from a {previous.name} stage"
+                f"a {self.name} stage starts from a nerf or sdf stage, not from a {previous.name} stage"
+            )
+        if type(previous.field) is not type(self.field):
+            raise ConfigError(
+                f"the {self.name} stage's colour field is a {type(self.field).__name__}, the {previous.name} "
+                f"stage's a {type(previous.field).__name__}: build it with the coarse stage's field config"
             )
         device = next(previous.parameters()).device
         self.to(device)
         self.field.load_state_dict(previous.field.state_dict())
         self.background.load_state_dict(previous.background.state_dict())
+        self.dmtet.deform.zero_()
+        if isinstance(previous, SDFRepresentation):
+            f = torch.cat([previous.field.sdf(chunk) for chunk in self.dmtet.grid.split(1 << 16)])
+            self.dmtet.sdf.copy_((-f).clamp(-1.0, 1.0))
+            return
         asset = previous.asset()  # the density the NeRF renders saw (occupancy-masked)
         tau = self.cfg.init_threshold
         if tau <= 0:
@@ -108,7 +127,6 @@ class DMTetRepresentation(Representation):
         grid = self.dmtet.grid
         sigma = torch.cat([asset.density(chunk) for chunk in grid.split(1 << 16)])
         self.dmtet.sdf.copy_(((sigma - tau) / tau).clamp(-1.0, 1.0))
-        self.dmtet.deform.zero_()
         self.density_level.fill_(tau)
 
     # --------------------------------------------------------------------------------------------- training
