@@ -1,5 +1,5 @@
-"""Pose refinement's two helpers beyond the per-image corrections: BARF's coarse-to-fine window over the hash grid's
-levels, and the held-out poses' alignment to a frozen scene before they are scored.
+"""Pose refinement's helpers beyond the per-image corrections: BARF's coarse-to-fine window over the hash grid's
+levels, its decaying pose step, and the held-out poses' alignment to a frozen scene before they are scored.
 
 The alignment is checked against a known answer: an analytic, differentiable scene (a sphere with a smooth colour
 pattern, ray-traced in closed form) photographed from known cameras; the held-out cameras are then moved by 2° and
@@ -26,6 +26,7 @@ from text3d.render.shading import UnlitShader
 from text3d.representations.base import Representation
 from text3d.representations.nerf import NeRFConfig, NeRFRepresentation
 from text3d.training.stage import Stage
+from text3d.training.trainer import schedule_lr
 from text3d.views import RenderOutput
 from text3d.views.photos import PhotoViews, PhotoViewsConfig, se3_exp
 
@@ -37,6 +38,29 @@ def test_coarse_to_fine_weights_open_the_levels_coarsest_first():
     assert half[:3].tolist() == [1, 1, 1] and half[3] == pytest.approx(0.5) and half[4:].tolist() == [0, 0]
     steps = torch.stack([coarse_to_fine_weights(6, p) for p in torch.linspace(0, 1, 21).tolist()])
     assert bool((steps[1:] >= steps[:-1]).all()), "a level never closes again"
+
+
+def _four_photos() -> PhotoSet:
+    intr = Intrinsics(*(torch.ones(4) for _ in range(4)), 8, 8)
+    return PhotoSet(torch.zeros(4, 8, 8, 3), torch.eye(4).repeat(4, 1, 1), intr, list("abcd"), ["train"] * 4)
+
+
+def test_the_pose_step_decays_geometrically_and_survives_a_checkpoint_round_trip():
+    views = PhotoViews(_four_photos(), PhotoViewsConfig(refine_poses=True, pose_lr=1e-3, pose_lr_final=1e-5))
+    still = nn.Parameter(torch.zeros(2))
+    opt = torch.optim.Adam([*views.param_groups(), {"params": [still], "lr": 0.01}])
+    seen = []
+    for step in (0, 50, 100):
+        schedule_lr(opt, step, 101)
+        seen.append(opt.param_groups[0]["lr"])
+    assert seen == pytest.approx([1e-3, 1e-4, 1e-5], rel=1e-9)  # geometric: the midpoint is 1e-4, not 5e-4
+    assert opt.param_groups[1]["lr"] == 0.01 and "lr_final" not in opt.param_groups[1]
+    resumed = torch.optim.Adam([*views.param_groups(), {"params": [still], "lr": 0.01}])
+    resumed.load_state_dict(opt.state_dict())  # the checkpoint holds lr_start: the schedule goes on from it
+    schedule_lr(resumed, 50, 101)
+    assert resumed.param_groups[0]["lr"] == pytest.approx(1e-4, rel=1e-9)
+    constant = PhotoViews(_four_photos(), PhotoViewsConfig(refine_poses=True, pose_lr_final=0.0)).param_groups()
+    assert "lr_final" not in constant[0]
 
 
 def test_level_weights_scale_each_levels_features_and_reject_a_wrong_shape():

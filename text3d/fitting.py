@@ -130,6 +130,7 @@ def align_held_out_poses(stage: Stage, photos: PhotoSet, steps: int) -> PhotoSet
     views = PhotoViews(
         held, dataclasses.replace(stage.views.cfg, refine_poses=True), mode=stage.views.mode
     ).to(device)
+    # a constant step (any lr_final is ignored): 200 steps decaying to the training's final step would stop short
     optimizer = torch.optim.Adam(views.param_groups(), betas=stage.optim.betas, eps=stage.optim.eps)
     frozen = [p for p in stage.parameters() if p.requires_grad]
     for p in frozen:

@@ -78,6 +78,17 @@ Callback = Callable[[Progress], None]
 
 
 # ---------------------------------------------------------------------------------------------------- trainer
+def schedule_lr(optimizer: torch.optim.Optimizer, step: int, steps: int) -> None:
+    """Set the learning rate of step ``step`` of ``steps`` in every Adam group that names an ``lr_final``: a
+    geometric decay from the group's first ``lr`` (kept as ``lr_start``) to ``lr_final`` at the last step, as BARF
+    decays its pose step. A function of the step alone, so a resumed run takes the same steps."""
+    t = min(step / max(steps - 1, 1), 1.0)
+    for group in optimizer.param_groups:
+        if "lr_final" in group:
+            start = group.setdefault("lr_start", group["lr"])
+            group["lr"] = start * (group["lr_final"] / start) ** t
+
+
 class Trainer:
     """Runs one stage to completion (or to cancellation) inside a run folder.
 
@@ -167,6 +178,7 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
         with section(timer, "optimizer"):
+            schedule_lr(self.optimizer, self.step, self.stage.steps)
             self.optimizer.step()
         terms.update(scored.logs)
         return loss.detach(), {k: v.detach() for k, v in terms.items()}

@@ -35,7 +35,11 @@ class PhotoViewsConfig:
     refine_poses: bool = False
     """Learn a pose correction per training image."""
     pose_lr: float = 1e-3
-    """Adam step of the pose corrections (radians and scene units)."""
+    """Adam step of the pose corrections (radians and scene units) at a stage's first step."""
+    pose_lr_final: float = 1e-4
+    """... decaying geometrically to this at its last, as BARF decays it (1e-3 to 1e-5 over 200k steps; a tenth
+    here, where a stage has thousands): a constant step keeps the poses jittering by about its size once the
+    gradients are mostly noise. 0 keeps ``pose_lr`` throughout."""
 
 
 def se3_exp(xi: Float[Tensor, "N 6"]) -> Float[Tensor, "N 4 4"]:
@@ -84,7 +88,10 @@ class PhotoViews(ViewSource):
     def param_groups(self) -> list[dict]:
         if not self.cfg.refine_poses:
             return []
-        return [{"name": "poses", "params": [self.pose_delta], "lr": self.cfg.pose_lr}]
+        group = {"name": "poses", "params": [self.pose_delta], "lr": self.cfg.pose_lr}
+        if self.cfg.pose_lr_final > 0:
+            group["lr_final"] = self.cfg.pose_lr_final
+        return [group]
 
     def corrected_c2w(self) -> Float[Tensor, "N 4 4"]:
         """Training poses with the learned corrections applied (the input poses when not refining)."""
