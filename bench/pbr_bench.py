@@ -14,6 +14,8 @@ normalised frame; PBR shader; photometric objective on whole photos) are optimis
 Usage: ``python bench/pbr_bench.py [--size 128] [--steps 600] [--views 24]``; prints one JSON line.
 ``--end-to-end [--set KEY=VALUE ...]`` fits the mesh as well (``text3d fit --materials pbr``: NeRF, DMTet, materials)
 and reports (a) for it: relit PSNR of the held-out cameras, and of the same run's albedo-only DMTet mesh.
+``--end-to-end --representation sdf`` fits an SDF instead (``bench/sdf_fit_bench.py``'s settings) and puts the
+materials on its zero level, with no DMTet stage unless ``--set refine.steps=N``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import time
 
 import numpy as np
 import torch
+from sdf_fit_bench import SDF
 
 from text3d.data.frames import Z_UP_TO_Y_UP
 from text3d.data.load import load_photo_set
@@ -110,9 +113,13 @@ def main() -> None:
     ap.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="fit overrides (--end-to-end)"
     )
+    ap.add_argument(
+        "--representation", choices=("nerf", "sdf"), default="nerf", help="--end-to-end's geometry"
+    )
     args = ap.parse_args()
     if args.end_to_end:
-        sets = dict(item.split("=", 1) for item in args.set)
+        sets = dict(SDF_END_TO_END) if args.representation == "sdf" else {}
+        sets.update(item.split("=", 1) for item in args.set)
         print(json.dumps(end_to_end(args.size, args.views, args.spp, args.steps, args.out, sets)))
     else:
         print(json.dumps(run(args.size, args.views, args.spp, args.steps, args.out)))
@@ -137,6 +144,10 @@ END_TO_END = {
 }
 """The end-to-end fit: a NeRF (12 levels, 2^16, finest 512), DMTet on a 128 tet grid, then the materials stage, all
 over black (the relighting ground truth is composited over black)."""
+
+
+SDF_END_TO_END = {**SDF, "coarse.steps": "1200", "coarse.rays_per_step": "2048"}
+"""``--representation sdf``: the SDF of ``bench/sdf_fit_bench.py`` at its benchmark length (1200 steps x 2048 rays)."""
 
 
 def end_to_end(size: int, views: int, spp: int, steps: int, out: str, sets: dict[str, str]) -> dict:
@@ -183,8 +194,9 @@ def end_to_end(size: int, views: int, spp: int, steps: int, out: str, sets: dict
     relit_psnr = mean_psnr(load_materials_stage(run_dir, env=studio))
     photos = load_photo_set(cfg.data, bound=cfg.bound, margin=cfg.margin, holdout=cfg.holdout)
     torch.manual_seed(cfg.seed)
-    mesh_stage = fit_recipe.build_stages(cfg, photos)[1]
-    load_weights(mesh_stage, checkpoint_path(run_dir, "refine"))
+    stages = fit_recipe.build_stages(cfg, photos)
+    mesh_stage = stages[1] if stages[1].name == "refine" else stages[0]  # DMTet, else the SDF itself
+    load_weights(mesh_stage, checkpoint_path(run_dir, mesh_stage.name))
     metrics = json.loads((run_dir / "metrics.json").read_text())
     return {
         "mode": "end to end",
@@ -192,6 +204,7 @@ def end_to_end(size: int, views: int, spp: int, steps: int, out: str, sets: dict
         "views": views,
         "relit_psnr": relit_psnr,
         "albedo_only_relit_psnr": mean_psnr(mesh_stage.eval()),
+        "mesh_stage": mesh_stage.representation.name,
         "held_out_psnr_training_light": metrics["psnr"],
         "overrides": overrides,
         "run_dir": str(run_dir),

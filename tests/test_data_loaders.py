@@ -273,8 +273,7 @@ def _write_colmap(
             lines += [f"{100 + i} {_txt(q)} {_txt(t)} 7 img{i}.png", ""]
         (sparse / "images.txt").write_text("\n".join(lines) + "\n")
         (sparse / "points3D.txt").write_text(
-            "\n".join(f"{j + 1} {_txt(p)} 10 20 30 0.5 1 0" for j, p in enumerate(pts))
-            + "\n"
+            "\n".join(f"{j + 1} {_txt(p)} 10 20 30 0.5 1 0" for j, p in enumerate(pts)) + "\n"
         )
 
 
@@ -413,3 +412,15 @@ def test_sfm_registering_too_few_images_names_them(tmp_path):
     for i in range(4):
         write_png(tmp_path / "images" / f"p{i}.png", 48, 48, alpha=False)
     _raises_one_line(tmp_path, r"structure-from-motion registered (0|only \d) of 4 images")
+
+
+def test_the_fit_summary_counts_registered_photos_and_names_the_rest():
+    from text3d.cli import sfm_summary
+
+    line = sfm_summary({"registered": 38, "unregistered": ["a.png", "b.png"], "points": 1200})
+    assert line == (
+        "structure-from-motion registered 38 of 40 photos (1200 points); not registered (not fitted): a.png, b.png"
+    )
+    assert sfm_summary({"registered": 4, "unregistered": [], "points": 9}).endswith(
+        "4 of 4 photos (9 points)"
+    )

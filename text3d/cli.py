@@ -258,14 +258,28 @@ def cmd_fit(args: argparse.Namespace) -> int:
             )
         result = fit(fit_config_from_args(args))
     _print_result(result)
+    import json
+
+    record = json.loads((result.run_dir / "run.json").read_text(encoding="utf-8"))
+    sfm = record.get("data", {}).get("meta", {}).get("sfm")
+    if sfm:
+        print(sfm_summary(sfm))
     metrics = result.run_dir / "metrics.json"
     if metrics.is_file():
-        import json
-
         m = json.loads(metrics.read_text(encoding="utf-8"))
         if m.get("views"):
             print(f"held-out {m['split']} views: {m['views']}, PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.4f}")
     return 0
+
+
+def sfm_summary(sfm: dict) -> str:
+    """One line from run.json's SfM report: how many photos were registered, and which were not."""
+    missed = sfm["unregistered"]
+    total = sfm["registered"] + len(missed)
+    line = f"structure-from-motion registered {sfm['registered']} of {total} photos ({sfm['points']} points)"
+    if missed:
+        line += "; not registered (not fitted): " + ", ".join(missed)
+    return line
 
 
 TEXTURE_ALIASES: dict[str, tuple[str, ...]] = {

@@ -6,12 +6,15 @@ A fit run folder is laid out like a text-to-3D one (``config.yaml`` with the res
     metrics.json      PSNR and SSIM of every held-out view (never trained on) and their means
     eval/             ground truth | render | error images of a few held-out views
     transforms.json   the training poses as fitted (corrected when poses were refined), in the input's frame
+    sfm/sparse/0/     plain photos only: the COLMAP model structure-from-motion solved (before refinement)
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -58,15 +61,19 @@ def fit(cfg: FitConfig, callback: Callback | None = None, run_dir: str | Path | 
         )
     fit_recipe.check_fit_config(cfg)
     device = resolve_device(cfg.device)
-    photos = load_photo_set(cfg.data, bound=cfg.bound, margin=cfg.margin, holdout=cfg.holdout)
-    cfg = fit_recipe.with_pose_refinement(cfg, photos)
-    if photos.counts()["train"] < 3:
-        raise ConfigError(
-            f"{cfg.data}: only {photos.counts()['train']} training images; at least 3 are needed"
+    with tempfile.TemporaryDirectory(prefix="text3d-sfm-") as sfm_work:
+        photos = load_photo_set(
+            cfg.data, bound=cfg.bound, margin=cfg.margin, holdout=cfg.holdout, sfm_dir=sfm_work
         )
-    name = Path(cfg.data).resolve().name or "photos"
-    run_dir = Path(run_dir) if run_dir is not None else new_run_dir(cfg.out_dir, f"fit {name}")
-    run_dir.mkdir(parents=True, exist_ok=True)
+        cfg = fit_recipe.with_pose_refinement(cfg, photos)
+        if photos.counts()["train"] < 3:
+            raise ConfigError(
+                f"{cfg.data}: only {photos.counts()['train']} training images; at least 3 are needed"
+            )
+        name = Path(cfg.data).resolve().name or "photos"
+        run_dir = Path(run_dir) if run_dir is not None else new_run_dir(cfg.out_dir, f"fit {name}")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _keep_sfm_model(Path(sfm_work), run_dir)
     save_config(cfg, run_dir / "config.yaml")
     record = RunRecord(
         run_dir,
@@ -114,6 +121,19 @@ def fit(cfg: FitConfig, callback: Callback | None = None, run_dir: str | Path | 
     result.status = "completed"
     record.update(status="completed")
     return result
+
+
+def _keep_sfm_model(work: Path, run_dir: Path) -> None:
+    """Plain photos: the model structure-from-motion solved (COLMAP binary, before any refinement) goes to
+    ``run_dir/sfm/sparse/0``, for other tools and for measuring the poses; its feature database does not."""
+    model = work / "sparse" / "0"
+    if not model.is_dir():
+        return
+    dest = run_dir / "sfm" / "sparse" / "0"
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(model, dest)
 
 
 def align_held_out_poses(stage: Stage, photos: PhotoSet, steps: int) -> PhotoSet:
