@@ -28,7 +28,7 @@ from sdf_fit_bench import mesh_accuracy
 
 
 def main(argv: list[str]) -> int:
-    from text3d.config import apply_overrides
+    from text3d.config import apply_overrides, load_config
     from text3d.data import Z_UP_TO_Y_UP
     from text3d.fitting import fit
     from text3d.recipes.fit import FitConfig
@@ -68,8 +68,10 @@ def main(argv: list[str]) -> int:
     fitted = trimesh.load(glb, force="mesh")
     true = trimesh.load(ds.mesh_path, process=False)
     true.apply_transform(Z_UP_TO_Y_UP)
+    resolved = load_config(result.run_dir / "config.yaml", FitConfig)
     record = {
         "date": _dt.date.today().isoformat(),
+        "coarse_representation": resolved.coarse.representation,
         "scene": {"views": args.views, "test_views": args.test_views, "resolution": args.resolution},
         "psnr": metrics["psnr"],
         "ssim": metrics["ssim"],

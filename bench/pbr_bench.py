@@ -127,6 +127,7 @@ def main() -> None:
 
 END_TO_END = {
     "views.background": "0,0,0",
+    "coarse.representation": "nerf",
     "coarse.steps": "800",
     "coarse.rays_per_step": "4096",
     "coarse.nerf.encoding.n_levels": "12",

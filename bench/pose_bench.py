@@ -111,6 +111,7 @@ def main(argv: list[str]) -> int:
             "data": str(data),
             "out_dir": str(Path(tmp) / "out"),
             "device": "cpu",
+            "coarse.representation": "nerf",
             "coarse.steps": "600",
             "coarse.rays_per_step": "2048",
             "coarse.nerf.encoding.n_levels": "8",

@@ -44,6 +44,7 @@ SDF = {
 band silhouette, eikonal 0.5 on 512 box points + the step's hit points, mask weight 0.1 (the coarse default), zero
 level on a 128 tet grid."""
 NERF = {
+    "coarse.representation": "nerf",
     "coarse.nerf.encoding.n_levels": "12",
     "coarse.nerf.encoding.log2_hashmap_size": "16",
     "coarse.nerf.encoding.max_resolution": "256",

@@ -61,6 +61,8 @@ def test_fit_reaches_26_db_on_held_out_views_and_exports_in_the_input_frame(suza
             "2048",
             "--refine-steps",
             "0",
+            "--representation",
+            "nerf",
             *FAST,
         ]
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import torch
 import trimesh
 from conftest import needs_blender
 from test_export_validator import validate
@@ -52,7 +53,7 @@ def accuracy(mesh: trimesh.Trimesh, true: trimesh.Trimesh) -> tuple[float, float
 @needs_blender
 def test_an_sdf_fit_exports_a_watertight_mesh_within_0_8_percent_of_the_true_one(suzanne, tmp_path, capsys):  # noqa: F811
     out = tmp_path / "out"
-    args = ["fit", str(suzanne.path), "--representation", "sdf", "--out", str(out)]
+    args = ["fit", str(suzanne.path), "--representation", "sdf", "--refine-steps", "0", "--out", str(out)]
     code = main([*args, "--coarse-steps", "250", "--rays", "1024", *SMALL_SDF])
     printed = capsys.readouterr()
     assert code == 0, printed.err
@@ -88,13 +89,31 @@ def test_an_sdf_fit_exports_a_watertight_mesh_within_0_8_percent_of_the_true_one
     assert accuracy(flipped, true)[1] > 90.0
 
 
-def test_representation_sdf_skips_the_dmtet_stage_unless_refine_steps_asks_for_it():
+def test_the_representation_flag_picks_the_coarse_field_and_auto_resolves_from_the_photos():
+    import dataclasses
+
     from text3d.cli import build_parser, fit_config_from_args
+    from text3d.data.photoset import Intrinsics, PhotoSet
+    from text3d.recipes.fit import with_pose_refinement, with_representation
 
-    def refine_steps(*argv: str) -> int:
-        return fit_config_from_args(build_parser().parse_args(["fit", "data", *argv])).refine.steps
+    def cfg(*argv: str):
+        return fit_config_from_args(build_parser().parse_args(["fit", "data", *argv]))
 
-    assert refine_steps() == 300
-    assert refine_steps("--representation", "sdf") == 0
-    assert refine_steps("--representation", "sdf", "--refine-steps", "50") == 50
-    assert refine_steps("--set", "refine.steps=40", "--representation", "sdf") == 0
+    assert cfg().coarse.representation == "auto" and cfg().refine.steps == 300
+    assert cfg("--representation", "sdf").coarse.representation == "sdf"
+    assert cfg("--representation", "sdf", "--refine-steps", "0").refine.steps == 0
+
+    n = 4
+    intr = Intrinsics(*(torch.ones(n) for _ in range(4)), 8, 8)
+    plain = PhotoSet(torch.zeros(n, 8, 8, 3), torch.eye(4).repeat(n, 1, 1), intr, list("abcd"), ["train"] * n)
+    masked = dataclasses.replace(plain, masks=torch.ones(n, 8, 8, 1))
+    solved = dataclasses.replace(masked, meta={"sfm": {"registered": n}})
+
+    def resolved(photos, *argv: str) -> str:
+        return with_representation(with_pose_refinement(cfg(*argv), photos), photos).coarse.representation
+
+    assert resolved(masked) == "sdf"
+    assert resolved(plain) == "nerf"  # no masks: a learned background behind a NeRF
+    assert resolved(masked, "--refine-poses") == "nerf"  # BARF's coarse-to-fine is the NeRF's
+    assert resolved(solved) == "nerf"  # SfM poses are refined by default
+    assert resolved(plain, "--representation", "sdf") == "sdf"  # an explicit choice stands

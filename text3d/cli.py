@@ -231,9 +231,6 @@ def fit_config_from_args(args: argparse.Namespace):
         if value is not None:
             for path in FIT_ALIASES[key]:
                 cfg = apply_overrides(cfg, {path: value})
-            if key == "representation" and value == "sdf":
-                # its zero level is the mesh: no DMTet stage unless --refine-steps (applied next) asks for one
-                cfg = apply_overrides(cfg, {"refine.steps": "0"})
     if args.data is not None:
         cfg = apply_overrides(cfg, {"data": str(args.data)})
     if args.out:
@@ -457,13 +454,13 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--out", help="folder for run folders (default: outputs/)")
     fit.add_argument(
         "--representation",
-        choices=("nerf", "sdf"),
-        help="nerf (default: NeRF, then a DMTet mesh) or sdf (a sphere-traced SDF; its zero level is the mesh, "
-        "unless --refine-steps adds the DMTet stage)",
+        choices=("auto", "nerf", "sdf"),
+        help="the coarse field before the DMTet mesh: a NeRF, a sphere-traced SDF (with --refine-steps 0 its zero "
+        "level is the mesh), or auto (default: sdf for masked photos with fixed poses, else nerf)",
     )
-    fit.add_argument("--coarse-steps", type=int, help="NeRF (or SDF) steps (default 2000)")
+    fit.add_argument("--coarse-steps", type=int, help="NeRF or SDF steps (default 2000)")
     fit.add_argument("--refine-steps", type=int, help="DMTet steps on whole photos (default 300; 0 skips)")
-    fit.add_argument("--rays", type=int, help="random rays per NeRF step (default 4096)")
+    fit.add_argument("--rays", type=int, help="random rays per NeRF or SDF step (default 4096)")
     fit.add_argument(
         "--holdout", type=int, help="sets without a test split: hold out every N-th photo (default 8)"
     )

@@ -49,7 +49,7 @@ from text3d.views.photos import PhotoViews
 
 
 def fit(cfg: FitConfig, callback: Callback | None = None, run_dir: str | Path | None = None) -> RunResult:
-    """Fit the photos at ``cfg.data``: NeRF, then DMTet, then held-out evaluation and export.
+    """Fit the photos at ``cfg.data``: a NeRF or an SDF, then DMTet, then held-out evaluation and export.
 
     Raises:
         DataError, ConfigError: one-line user errors (bad photos, bad settings), before any run folder exists.
@@ -65,7 +65,7 @@ def fit(cfg: FitConfig, callback: Callback | None = None, run_dir: str | Path | 
         photos = load_photo_set(
             cfg.data, bound=cfg.bound, margin=cfg.margin, holdout=cfg.holdout, sfm_dir=sfm_work
         )
-        cfg = fit_recipe.with_pose_refinement(cfg, photos)
+        cfg = fit_recipe.with_representation(fit_recipe.with_pose_refinement(cfg, photos), photos)
         if photos.counts()["train"] < 3:
             raise ConfigError(
                 f"{cfg.data}: only {photos.counts()['train']} training images; at least 3 are needed"

@@ -658,7 +658,7 @@ class WebApp:
                                     label="Steps",
                                     precision=0,
                                     minimum=1,
-                                    info="NeRF stage; empty = preset",
+                                    info="coarse (SDF or NeRF) stage; empty = preset",
                                     elem_id="fit-steps",
                                     min_width=100,
                                 )
