@@ -14,8 +14,8 @@ normalised frame; PBR shader; photometric objective on whole photos) are optimis
 Usage: ``python bench/pbr_bench.py [--size 128] [--steps 600] [--views 24]``; prints one JSON line.
 ``--end-to-end [--set KEY=VALUE ...]`` fits the mesh as well (``text3d fit --materials pbr``: NeRF, DMTet, materials)
 and reports (a) for it: relit PSNR of the held-out cameras, and of the same run's albedo-only DMTet mesh.
-``--end-to-end --representation sdf`` fits an SDF instead (``bench/sdf_fit_bench.py``'s settings) and puts the
-materials on its zero level, with no DMTet stage unless ``--set refine.steps=N``.
+``--end-to-end --representation sdf`` starts from an SDF instead of the NeRF (``text3d fit``'s choice for masked
+photos); ``--set refine.steps=0`` then puts the materials on the SDF's zero level, with no DMTet stage.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ import time
 
 import numpy as np
 import torch
-from sdf_fit_bench import SDF
 
 from text3d.data.frames import Z_UP_TO_Y_UP
 from text3d.data.load import load_photo_set
@@ -147,8 +146,9 @@ END_TO_END = {
 over black (the relighting ground truth is composited over black)."""
 
 
-SDF_END_TO_END = {**SDF, "coarse.steps": "1200", "coarse.rays_per_step": "2048"}
-"""``--representation sdf``: the SDF of ``bench/sdf_fit_bench.py`` at its benchmark length (1200 steps x 2048 rays)."""
+SDF_END_TO_END = {"coarse.representation": "sdf", "coarse.steps": "1200", "coarse.rays_per_step": "2048"}
+"""``--representation sdf``: fit's SDF (its default settings) at ``bench/sdf_fit_bench.py``'s benchmark length
+(1200 steps x 2048 rays), then the same DMTet stage (``--set refine.steps=0``: materials on the SDF's zero level)."""
 
 
 def end_to_end(size: int, views: int, spp: int, steps: int, out: str, sets: dict[str, str]) -> dict:

@@ -59,7 +59,9 @@ def test_the_pose_step_decays_geometrically_and_survives_a_checkpoint_round_trip
     resumed.load_state_dict(opt.state_dict())  # the checkpoint holds lr_start: the schedule goes on from it
     schedule_lr(resumed, 50, 101)
     assert resumed.param_groups[0]["lr"] == pytest.approx(1e-4, rel=1e-9)
-    constant = PhotoViews(_four_photos(), PhotoViewsConfig(refine_poses=True, pose_lr_final=0.0)).param_groups()
+    constant = PhotoViews(
+        _four_photos(), PhotoViewsConfig(refine_poses=True, pose_lr_final=0.0)
+    ).param_groups()
     assert "lr_final" not in constant[0]
 
 
@@ -78,14 +80,20 @@ def test_level_weights_scale_each_levels_features_and_reject_a_wrong_shape():
     assert torch.equal(enc(x).view(100, 4, 2), full)
 
 
-def test_the_nerf_opens_its_levels_over_the_configured_steps_then_runs_unweighted():
-    rep = NeRFRepresentation(NeRFConfig(coarse_to_fine=(10, 30)))
-    rep.occupancy = None
+@pytest.mark.parametrize("kind", ["nerf", "sdf"])
+def test_the_coarse_field_opens_its_levels_over_the_configured_steps_then_runs_unweighted(kind):
+    from text3d.representations.sdf import SDFRepresentation
+
+    if kind == "nerf":
+        rep = NeRFRepresentation(NeRFConfig(coarse_to_fine=(10, 30)))
+        rep.occupancy = None
+    else:
+        rep = SDFRepresentation(coarse_to_fine=(10, 30))
     seen = []
     for step in (0, 10, 20, 29, 30, 100):
         rep.before_step(step)
         seen.append(rep.field.encoding.level_weights)
-    n = rep.cfg.field.encoding.n_levels
+    n = rep.field.encoding.cfg.n_levels
     assert seen[0].tolist() == seen[1].tolist() == [1.0] + [0.0] * (n - 1)
     assert 0 < float(seen[2].sum()) < n and float(seen[3].sum()) > float(seen[2].sum())
     assert seen[4] is None and seen[5] is None

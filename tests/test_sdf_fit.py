@@ -117,3 +117,9 @@ def test_the_representation_flag_picks_the_coarse_field_and_auto_resolves_from_t
     assert resolved(masked, "--refine-poses") == "nerf"  # BARF's coarse-to-fine is the NeRF's
     assert resolved(solved) == "nerf"  # SfM poses are refined by default
     assert resolved(plain, "--representation", "sdf") == "sdf"  # an explicit choice stands
+
+    from text3d.recipes.fit import build_stages
+
+    posed = cfg("--representation", "sdf", "--refine-poses", "--refine-steps", "0", "--coarse-steps", "100")
+    (coarse,) = build_stages(posed, masked)
+    assert coarse.representation.coarse_to_fine == (0, 40)  # BARF's window opens the SDF's grid too

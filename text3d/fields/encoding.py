@@ -226,6 +226,16 @@ def coarse_to_fine_weights(n_levels: int, progress: float) -> Float[Tensor, "L"]
     return w.to(torch.float32)
 
 
+def apply_coarse_to_fine(encoding: HashGridEncoding, window: tuple[int, int], step: int) -> None:
+    """Set ``encoding``'s level weights for training step ``step`` of a coarse-to-fine ``window`` ``(start, end)``
+    in steps (:func:`coarse_to_fine_weights`; all levels on from ``end``). ``end <= start``: no window, nothing set."""
+    start, end = window
+    if end > start:
+        progress = (step - start) / (end - start)
+        n = encoding.cfg.n_levels
+        encoding.set_level_weights(None if progress >= 1 else coarse_to_fine_weights(n, progress))
+
+
 def _gather_complex(table: Tensor, idx_dense: Tensor, idx_hashed: Tensor, split: int) -> Tensor:
     """``[L, N, 8]`` complex rows: dense levels from ``table[:split]``, hashed ones from ``table[split:]``."""
     rows = torch.view_as_complex(table)

@@ -95,7 +95,8 @@ class FitCoarseConfig(FitStageConfig):
     lambda_sparsity: float = 0.0
     coarse_to_fine: tuple[float, float] = (0.0, 0.4)
     """With ``views.refine_poses``: the fractions of ``steps`` between which the hash grid's levels open, coarsest
-    first (BARF's schedule; ``bench/pose_bench.py``). Ignored when the poses are held fixed."""
+    first (BARF's schedule; ``bench/pose_bench.py``), for the NeRF's grid or the SDF's. Ignored when the poses are
+    held fixed."""
     sdf: SDFConfig = field(
         default_factory=lambda: SDFConfig(
             field=SDFFieldConfig(
@@ -284,7 +285,7 @@ def build_stages(cfg: FitConfig, photos: PhotoSet) -> list[Stage]:
     views = dataclasses.replace(cfg.views, rays_per_step=c.rays_per_step, images_per_step=r.images_per_step)
     sdf = dataclasses.replace(c.sdf, field=dataclasses.replace(c.sdf.field, bound=cfg.bound))
     if c.representation == "sdf":
-        coarse = SDFRepresentation(sdf, background, c.optim.lr, c.sdf_network_lr_scale)
+        coarse = SDFRepresentation(sdf, background, c.optim.lr, c.sdf_network_lr_scale, nerf.coarse_to_fine)
     else:
         coarse = NeRFRepresentation(nerf)
     stages = [

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from text3d.cameras import Cameras
-from text3d.fields.encoding import coarse_to_fine_weights
+from text3d.fields.encoding import apply_coarse_to_fine
 from text3d.fields.nerf import Background, BackgroundConfig, NeRFField, NeRFFieldConfig
 from text3d.fields.occupancy import OccupancyGrid, OccupancyGridConfig
 from text3d.geometry.asset import Asset
@@ -70,13 +70,7 @@ class NeRFRepresentation(Representation):
         self.occupancy = OccupancyGrid(cfg.occupancy, cfg.field.bound) if cfg.occupancy.enabled else None
 
     def before_step(self, step: int) -> None:
-        start, end = self.cfg.coarse_to_fine
-        if end > start:
-            progress = (step - start) / (end - start)
-            weights = (
-                None if progress >= 1 else coarse_to_fine_weights(self.cfg.field.encoding.n_levels, progress)
-            )
-            self.field.encoding.set_level_weights(weights)
+        apply_coarse_to_fine(self.field.encoding, self.cfg.coarse_to_fine, step)
         if self.occupancy is not None and (
             step % self.cfg.occupancy.update_every == 0 or not self.occupancy.ready
         ):

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from text3d.cameras import Cameras
+from text3d.fields.encoding import apply_coarse_to_fine
 from text3d.fields.nerf import Background, BackgroundConfig
 from text3d.fields.sdf import SDFField, SDFFieldConfig
 from text3d.geometry.asset import Asset
@@ -66,11 +67,15 @@ class SDFRepresentation(Representation):
         background: BackgroundConfig | None = None,
         lr: float = 0.01,
         network_lr_scale: float = 0.1,
+        coarse_to_fine: tuple[int, int] = (0, 0),
     ):
+        """``coarse_to_fine``: steps ``(start, end)`` over which the hash grid's levels open, coarsest first (BARF's
+        schedule for pose refinement, as :attr:`text3d.representations.nerf.NeRFConfig.coarse_to_fine`)."""
         super().__init__()
         check_config(cfg.tracer)
         self.cfg = cfg
         self.lr, self.network_lr_scale = lr, network_lr_scale
+        self.coarse_to_fine = coarse_to_fine
         self.field = SDFField(cfg.field)
         self.background = Background(background or BackgroundConfig())
         self._last_hits: Tensor | None = None
@@ -81,6 +86,9 @@ class SDFRepresentation(Representation):
 
     def param_groups(self) -> list[dict]:
         return field_parameter_groups(self.field, self.background, self.lr, self.network_lr_scale)
+
+    def before_step(self, step: int) -> None:
+        apply_coarse_to_fine(self.field.encoding, self.coarse_to_fine, step)
 
     def render(
         self,
