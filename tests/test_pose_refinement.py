@@ -28,7 +28,7 @@ from text3d.representations.nerf import NeRFConfig, NeRFRepresentation
 from text3d.training.stage import Stage
 from text3d.training.trainer import schedule_lr
 from text3d.views import RenderOutput
-from text3d.views.photos import PhotoViews, PhotoViewsConfig, se3_exp
+from text3d.views.photos import PhotoViews, PhotoViewsConfig, pose_preconditioner, se3_exp
 
 
 def test_coarse_to_fine_weights_open_the_levels_coarsest_first():
@@ -42,7 +42,8 @@ def test_coarse_to_fine_weights_open_the_levels_coarsest_first():
 
 def _four_photos() -> PhotoSet:
     intr = Intrinsics(*(torch.ones(4) for _ in range(4)), 8, 8)
-    return PhotoSet(torch.zeros(4, 8, 8, 3), torch.eye(4).repeat(4, 1, 1), intr, list("abcd"), ["train"] * 4)
+    c2w = turntable_cameras(4, 20.0, 3.0, 40.0).c2w
+    return PhotoSet(torch.zeros(4, 8, 8, 3), c2w, intr, list("abcd"), ["train"] * 4)
 
 
 def test_the_pose_step_decays_geometrically_and_survives_a_checkpoint_round_trip():
@@ -63,6 +64,38 @@ def test_the_pose_step_decays_geometrically_and_survives_a_checkpoint_round_trip
         _four_photos(), PhotoViewsConfig(refine_poses=True, pose_lr_final=0.0)
     ).param_groups()
     assert "lr_final" not in constant[0]
+
+
+def test_camps_preconditioner_whitens_how_fast_each_pose_direction_moves_the_image():
+    """For cameras 3 units from the scene, a turn and a sideways shift nearly cancel: the se(3) parameters' image
+    Jacobian has eigenvalues from ~1 (turns) down to ~3e-3 (orbit-like and depth modes). Through the preconditioner
+    every direction moves the image about equally (an independent point set, so not the one it was built from)."""
+    c2w = turntable_cameras(3, 20.0, 3.0, 40.0).c2w.double()
+    precond = pose_preconditioner(c2w)
+    g = torch.Generator().manual_seed(5)
+    pts = F.normalize(torch.randn(400, 3, generator=g, dtype=torch.float64), dim=-1)
+    pts = torch.cat(
+        [pts * torch.rand(400, 1, generator=g, dtype=torch.float64) ** (1 / 3), torch.ones(400, 1)], 1
+    )
+    for m, p in zip(c2w, precond, strict=True):
+
+        def seen(xi, m=m):
+            cam = torch.linalg.inv(m @ se3_exp(xi[None])[0]) @ pts.T.double()
+            return (cam[:2] / -cam[2:3]).T.reshape(-1)
+
+        jac = torch.autograd.functional.jacobian(seen, torch.zeros(6, dtype=torch.float64))
+        raw = torch.linalg.eigvalsh(jac.T @ jac / 400)
+        white = torch.linalg.eigvalsh(p.T @ (jac.T @ jac / 400) @ p)
+        assert raw.max() / raw.min() > 100  # the problem: one step size cannot suit every direction
+        assert white.max() / white.min() < 2.0 and 0.5 < float(white.max()) < 1.5
+        identity = torch.eye(6, dtype=torch.float64)  # no preconditioning fails the same check
+        assert torch.linalg.eigvalsh(identity @ (jac.T @ jac / 400) @ identity).max() / raw.min() > 100
+    views = PhotoViews(_four_photos(), PhotoViewsConfig(refine_poses=True, pose_preconditioning=True))
+    assert views.precond.shape == (4, 6, 6) and torch.equal(views.corrected_c2w(), views.c2w)
+    with torch.no_grad():
+        views.pose_delta[0, 0] = 0.01
+    step = se3_exp((views.precond[0] @ views.pose_delta[0])[None])[0]
+    assert torch.allclose(views.corrected_c2w()[0], views.c2w[0] @ step)
 
 
 def test_level_weights_scale_each_levels_features_and_reject_a_wrong_shape():

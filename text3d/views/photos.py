@@ -36,6 +36,10 @@ class PhotoViewsConfig:
     """Learn a pose correction per training image."""
     pose_lr: float = 1e-3
     """Adam step of the pose corrections (radians and scene units) at a stage's first step."""
+    pose_preconditioning: bool = False
+    """Learn the corrections in CamP's whitened coordinates (Park et al. 2023, :func:`pose_preconditioner`): a
+    camera turned by a small angle and shifted sideways to match sees the object almost unchanged, so plain
+    se(3) parameters have one direction the photos pull on weakly and Adam crawls along it."""
     pose_lr_final: float = 1e-4
     """... decaying geometrically to this at its last, as BARF decays it (1e-3 to 1e-5 over 200k steps; a tenth
     here, where a stage has thousands): a constant step keeps the poses jittering by about its size once the
@@ -61,6 +65,36 @@ def se3_exp(xi: Float[Tensor, "N 6"]) -> Float[Tensor, "N 4 4"]:
     return out
 
 
+def pose_preconditioner(
+    c2w: Float[Tensor, "N 4 4"], radius: float = 1.0, points: int = 512, damping: float = 1e-3
+) -> Float[Tensor, "N 6 6"]:
+    """CamP's preconditioner for right-multiplied se(3) corrections ``c2w @ exp(xi)`` (Park et al. 2023): for each
+    camera, ``P = (S + damping * max eig(S) * I)^(-1/2)`` with ``S = J^T J / points``, where ``J`` is the Jacobian of
+    where the camera sees ``points`` fixed points of the ball of ``radius`` around the origin (the normalised
+    scene), in tangent units (``x / -z``, ``y / -z``: a turn of the camera by a small angle moves them by about that
+    angle), with respect to ``xi``. Corrections ``xi = P psi`` move every whitened direction ``psi`` of the image
+    equally, so one Adam step size suits all of them; turns keep about their scale (``P`` ~ 1 there).
+
+    Computed in float64 from the initial poses, once: a function of the photo set, so a resumed run rebuilds it."""
+    g = torch.Generator().manual_seed(0)
+    d = torch.nn.functional.normalize(torch.randn(points, 3, generator=g, dtype=torch.float64), dim=-1)
+    pts = d * radius * torch.rand(points, 1, generator=g, dtype=torch.float64) ** (1 / 3)
+    pts_h = torch.cat([pts, torch.ones(points, 1, dtype=torch.float64)], dim=-1)
+    out = []
+    for m in c2w.detach().double().cpu():
+
+        def seen(xi: Tensor, m=m) -> Tensor:
+            cam = torch.linalg.inv(m @ se3_exp(xi[None])[0]) @ pts_h.T
+            return (cam[:2] / -cam[2:3]).T.reshape(-1)
+
+        jac = torch.autograd.functional.jacobian(seen, torch.zeros(6, dtype=torch.float64))
+        cov = jac.T @ jac / points
+        evals, evecs = torch.linalg.eigh(cov)
+        evals = evals.clamp_min(0) + damping * evals.max()
+        out.append(evecs @ torch.diag(evals.rsqrt()) @ evecs.T)
+    return torch.stack(out).to(c2w.dtype)
+
+
 class PhotoViews(ViewSource):
     """The training images of a photo set, as random rays or whole images.
 
@@ -84,6 +118,10 @@ class PhotoViews(ViewSource):
         self.register_buffer("targets", train.composite(bg).contiguous(), persistent=False)
         self.register_buffer("c2w", train.c2w.clone(), persistent=False)
         self.pose_delta = nn.Parameter(torch.zeros(len(train), 6), requires_grad=cfg.refine_poses)
+        precondition = cfg.refine_poses and cfg.pose_preconditioning
+        self.register_buffer(
+            "precond", pose_preconditioner(train.c2w) if precondition else None, persistent=False
+        )
 
     def param_groups(self) -> list[dict]:
         if not self.cfg.refine_poses:
@@ -97,7 +135,10 @@ class PhotoViews(ViewSource):
         """Training poses with the learned corrections applied (the input poses when not refining)."""
         if not self.cfg.refine_poses:
             return self.c2w
-        return self.c2w @ se3_exp(self.pose_delta).to(self.c2w.dtype)
+        xi = self.pose_delta
+        if self.precond is not None:  # pose_delta holds CamP's whitened coordinates
+            xi = (self.precond.to(xi) @ xi[:, :, None])[:, :, 0]
+        return self.c2w @ se3_exp(xi).to(self.c2w.dtype)
 
     def _rays(self, index: Int[Tensor, "R"], u: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         intr = self.photos.intrinsics
