@@ -150,7 +150,8 @@ def align_held_out_poses(stage: Stage, photos: PhotoSet, steps: int) -> PhotoSet
     views = PhotoViews(
         held, dataclasses.replace(stage.views.cfg, refine_poses=True), mode=stage.views.mode
     ).to(device)
-    # a constant step (any lr_final is ignored): 200 steps decaying to the training's final step would stop short
+    # a constant step (lr_final is not applied): with CamP's preconditioning 200 steps converge to 0.1 px on
+    # tests/test_pose_refinement.py's scene, 0.66 px when decaying as in training
     optimizer = torch.optim.Adam(views.param_groups(), betas=stage.optim.betas, eps=stage.optim.eps)
     frozen = [p for p in stage.parameters() if p.requires_grad]
     for p in frozen:

@@ -36,14 +36,15 @@ class PhotoViewsConfig:
     """Learn a pose correction per training image."""
     pose_lr: float = 1e-3
     """Adam step of the pose corrections (radians and scene units) at a stage's first step."""
-    pose_preconditioning: bool = False
+    pose_preconditioning: bool = True
     """Learn the corrections in CamP's whitened coordinates (Park et al. 2023, :func:`pose_preconditioner`): a
     camera turned by a small angle and shifted sideways to match sees the object almost unchanged, so plain
     se(3) parameters have one direction the photos pull on weakly and Adam crawls along it."""
     pose_lr_final: float = 1e-4
     """... decaying geometrically to this at its last, as BARF decays it (1e-3 to 1e-5 over 200k steps; a tenth
     here, where a stage has thousands): a constant step keeps the poses jittering by about its size once the
-    gradients are mostly noise. 0 keeps ``pose_lr`` throughout."""
+    gradients are mostly noise. 0 keeps ``pose_lr`` throughout. Measured with preconditioning (1800 steps):
+    0.37° decaying, 1.02° constant; without it the decay was slower (1.70° against 1.38°)."""
 
 
 def se3_exp(xi: Float[Tensor, "N 6"]) -> Float[Tensor, "N 4 4"]:
