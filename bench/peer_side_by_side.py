@@ -11,7 +11,8 @@ nvdiffrast, mesh export, image I/O, GUI) are replaced by stubs that raise if cal
 
 Modes (each a pair of runs; per step: the mean over ``--steps`` after ``--warmup``, best of ``--repeats``):
 
-- ``albedo-matched``: no occupancy grid, 96 samples per ray (the peer's 64 + 32 upsampled), albedo steps;
+- ``albedo-matched``: no occupancy grid, 96 samples per ray (the peer's 64 + 32 upsampled), SDS on 512² images
+  (:data:`PEER_SDS_SIZE`), albedo steps;
 - ``shaded-matched``: the same with shaded steps (normals needed: the peer's autograd normals; text3d's
   ``coarse.nerf.normals``, finite differences by default, ``--text3d-normals analytic`` for the other);
 - ``defaults``: each project's own defaults (text3d: occupancy grid, 64 samples, albedo steps first).
@@ -126,6 +127,12 @@ print("PEER-RESULT " + json.dumps({"step_s": steps, "stubs": used}))
 """
 
 
+PEER_SDS_SIZE = 512
+"""The peer resizes every render to 512² before its VAE (``guidance/sd_utils.py``, whatever the model), so the tiny
+model's UNet sees 256² latents there; text3d resizes to the model's own size (32² for the tiny model). The matched
+modes run text3d's SDS at 512² too (``text3d bench --sds-size 512``); ``defaults`` keeps each one's own."""
+
+
 def fetch_peer(url: str, folder: Path) -> Path:
     if not (folder / "main.py").exists():
         folder.parent.mkdir(parents=True, exist_ok=True)
@@ -174,6 +181,8 @@ def run_text3d(mode: str, warmup: int, steps: int, env: dict, work: Path, normal
     out_dir = work / f"text3d-{mode}"
     cmd = [sys.executable, "-m", "text3d", "bench", "--size", "tiny", "--stages", "coarse", "--device", "cpu"]
     cmd += ["--steps", str(steps), "--warmup", str(warmup), "--out", str(out_dir)]
+    if mode in ("albedo-matched", "shaded-matched"):
+        cmd += ["--sds-size", str(PEER_SDS_SIZE)]
     for s in sets:
         cmd += ["--set", s]
     out = subprocess.run(cmd, env=dict(env, PYTHONPATH=str(ROOT)), cwd=ROOT, capture_output=True, text=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 
+import torch
 from conftest import TINY_OVERRIDES
 
 from text3d.cli import main
@@ -63,3 +64,19 @@ def test_bench_harness_writes_complete_records(tmp_path, capsys):
     assert (
         "tiny, float32, encoder vae, channels_last, compile off" in out
     )  # what the figures were measured with
+
+
+def test_sds_size_sets_the_image_size_sds_encodes_at():
+    """The side-by-side with stable-dreamfusion runs SDS at its fixed 512² (issue 19 (a)); the tiny model's own
+    size is 32² (UNet 16², VAE factor 2)."""
+    import pytest
+
+    from text3d.bench import load_random_guidance
+    from text3d.errors import ConfigError
+
+    cpu = torch.device("cpu")
+    assert load_random_guidance("tiny", cpu, torch.float32).image_size == 32
+    guidance = load_random_guidance("tiny", cpu, torch.float32, sds_size=512)
+    assert guidance.image_size == 512 and guidance.latent_size == 256
+    with pytest.raises(ConfigError, match="multiple of the VAE's factor 2"):
+        load_random_guidance("tiny", cpu, torch.float32, sds_size=511)

@@ -53,6 +53,9 @@ class BenchConfig:
     """``None``: the run's ``model.dtype`` (``auto`` = fp16 on CUDA, fp32 elsewhere)."""
     peak_tflops: float | None = None
     """Peak for utilisation; ``None``: from :data:`PEAK_TFLOPS` by GPU name (no utilisation on unknown devices)."""
+    sds_size: int = 0
+    """The image size SDS encodes renders at (the UNet's ``sample_size`` times the VAE's factor); 0 keeps the
+    model's own. ``bench/peer_side_by_side.py`` sets 512, the size stable-dreamfusion always resizes to."""
     out_dir: str = "bench/results"
     profile: bool = False
     """Also profile one step per stage into ``<out_dir>/<date>-<device>-profile-<stage>-<settings>-<HHMMSS>.txt``
@@ -137,15 +140,26 @@ def profile_step(trainer: Trainer, device: torch.device, path: Path, row_limit: 
 
 
 def load_random_guidance(
-    size: str, device: torch.device, dtype: torch.dtype, model: ModelConfig | None = None
+    size: str,
+    device: torch.device,
+    dtype: torch.dtype,
+    model: ModelConfig | None = None,
+    sds_size: int = 0,
 ) -> StableDiffusionGuidance:
     """The random-weight model of ``size``, with the run's encoder choice and speed settings (``model``) applied as
-    :func:`text3d.pipeline.load_guidance` applies them to a downloaded one."""
+    :func:`text3d.pipeline.load_guidance` applies them to a downloaded one; ``sds_size`` > 0 sets the image size
+    SDS works at (see :attr:`BenchConfig.sds_size`)."""
     model = model or ModelConfig()
     check_model_config(model)
     parts = build_random_sd(size)
     if model.encoder == "taesd":
         parts["vae"] = build_random_taesd("taesd" if size == "sd21-base" else "tiny")
+    if sds_size > 0:
+        vae = parts["vae"].config
+        factor = 2 ** (len(getattr(vae, "block_out_channels", None) or vae.encoder_block_out_channels) - 1)
+        if sds_size % factor:
+            raise ConfigError(f"--sds-size must be a multiple of the VAE's factor {factor}, got {sds_size}")
+        parts["unet"].register_to_config(sample_size=sds_size // factor)
     del parts["vae"].decoder  # as from_pretrained: SDS never decodes
     for name in ("unet", "vae", "text_encoder"):
         parts[name].to(device=device, dtype=dtype)
@@ -181,7 +195,7 @@ def run_bench(cfg: BenchConfig, write: bool = True) -> tuple[list[dict], Path | 
     if peak is None:
         peak = next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
     stem = f"{_dt.date.today().isoformat()}-{re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-')}"
-    guidance = load_random_guidance(cfg.size, device, dtype, cfg.run.model)
+    guidance = load_random_guidance(cfg.size, device, dtype, cfg.run.model, cfg.sds_size)
     text = guidance.prepare_text("a ceramic owl mug")
     guidance.release_text_encoder()
 
@@ -226,6 +240,7 @@ def run_bench(cfg: BenchConfig, write: bool = True) -> tuple[list[dict], Path | 
                     "torch": torch.__version__,
                     "settings": {
                         "model_size": cfg.size,
+                        "sds_image_size": guidance.image_size,
                         "dtype": str(dtype).replace("torch.", ""),
                         "encoder": cfg.run.model.encoder,
                         "channels_last": guidance.memory_format == torch.channels_last,

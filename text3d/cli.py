@@ -366,6 +366,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         peak_tflops=args.peak_tflops,
         out_dir=args.out,
         profile=args.profile,
+        sds_size=args.sds_size,
         run=run_cfg,
     )
     records, path = run_bench(cfg)
@@ -549,6 +550,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--size", choices=("sd21-base", "tiny"), default="sd21-base")
     bench.add_argument("--stages", default="coarse,refine", help="comma-separated stages to time")
+    bench.add_argument(
+        "--sds-size",
+        type=int,
+        default=0,
+        help="image size SDS works at (default: the model's own; 512 for SD)",
+    )
     bench.add_argument("--steps", type=int, default=20, help="timed steps per stage")
     bench.add_argument("--warmup", type=int, default=3)
     bench.add_argument("--device", default="auto")
