@@ -215,7 +215,7 @@ def test_held_out_poses_are_aligned_to_the_frozen_scene():
             return sum(psnr(render_photo(stage, ps, int(i)).rgb[0], images[i]) for i in test) / len(test)
 
     before_px = reprojection_px(moved[test], photos.c2w[test], focal)
-    aligned = align_held_out_poses(stage, perturbed, steps=200)
+    aligned = align_held_out_poses(stage, perturbed, steps=400)
     after_px = reprojection_px(aligned.c2w[test], photos.c2w[test], focal)
     print(
         f"held-out reprojection error {before_px.mean():.2f} -> {after_px.mean():.3f} px, "
@@ -223,7 +223,7 @@ def test_held_out_poses_are_aligned_to_the_frozen_scene():
     )
     # the scene's own points land where the true cameras see them (a camera's rotation and a sideways shift
     # nearly trade off for an object this far away, so the pose itself is not the measure; the image is)
-    assert float(before_px.min()) > 2.0 and float(after_px.max()) < 0.5
+    assert float(before_px.min()) > 2.0 and float(after_px.max()) < 0.3
     assert score(aligned) > score(perturbed) + 15
     assert torch.equal(aligned.c2w[photos.indices("train")], photos.c2w[photos.indices("train")])
     assert stage.representation.dummy.requires_grad, "the scene's parameters are unfrozen afterwards"

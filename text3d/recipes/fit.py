@@ -179,7 +179,7 @@ class FitConfig:
     export: ExportConfig = field(default_factory=ExportConfig)
     eval_images: int = 4
     """Held-out views drawn as ground truth | render | error in ``eval/``."""
-    eval_pose_steps: int = 200
+    eval_pose_steps: int = 400
     """With ``views.refine_poses``: steps that align the held-out views' poses to the fitted scene before they are
     scored (the scene frozen, BARF's test-time alignment); 0 scores them at their input poses."""
     materials: str = "none"
