@@ -9,7 +9,8 @@ level exactly (a distance, not a density) and fits the photos with its sharp ras
 default) takes the SDF where it was measured to win (masked photos, poses held fixed: issue 13 (b)'s scene gives
 0.22 % Chamfer and 31.9 dB in 337 s, against the NeRF's 1.28 % and 31.5 dB in 2381 s; docs/benchmarks.md) and the
 NeRF elsewhere: without masks the background is learned behind a semi-transparent field, and pose refinement
-needs BARF's coarse-to-fine window on the NeRF's grid.
+(BARF's coarse-to-fine window opens either field's grid) has been measured with the NeRF only
+(``bench/pose_bench.py``).
 
 The colour is what the cameras saw (an unlit shader: radiance, lighting included). Photos with masks are fitted
 over a solid background of ``views.background`` with a mask term on the opacity; photos without masks get a
@@ -226,7 +227,7 @@ def check_fit_config(cfg: FitConfig) -> None:
             f"coarse.coarse_to_fine must be two fractions 0 <= start <= end <= 1 of the coarse steps, got {lo}, {hi}"
         )
     if cfg.coarse.steps <= 0:
-        raise ConfigError("coarse.steps must be > 0: the fit starts with the NeRF (the mesh starts from it)")
+        raise ConfigError("coarse.steps must be > 0: the fit starts with the NeRF or SDF (the mesh starts from it)")
 
 
 def background_config(cfg: FitConfig, photos: PhotoSet) -> BackgroundConfig:
