@@ -7,7 +7,7 @@ needs the silhouette gradient of :mod:`text3d.render.sphere_trace`, its eikonal 
 zero level is a mesh already (``refine.steps=0`` exports it); with refine steps the DMTet stage starts from that
 level exactly (a distance, not a density) and fits the photos with its sharp rasterized outlines. ``auto`` (the
 default) takes the SDF where it was measured to win (masked photos, poses held fixed: issue 13 (b)'s scene gives
-0.22 % Chamfer and 31.9 dB in 337 s, against the NeRF's 1.28 % and 31.5 dB in 2381 s; docs/benchmarks.md) and the
+0.22 % Chamfer and 32.0 dB in 638 s, against the NeRF's 1.28 % and 31.5 dB in 2381 s; docs/benchmarks.md) and the
 NeRF elsewhere: without masks the background is learned behind a semi-transparent field, and pose refinement
 (BARF's coarse-to-fine window opens either field's grid) has been measured with the NeRF only
 (``bench/pose_bench.py``).
