@@ -73,7 +73,9 @@ def fit(cfg: FitConfig, callback: Callback | None = None, run_dir: str | Path | 
         name = Path(cfg.data).resolve().name or "photos"
         run_dir = Path(run_dir) if run_dir is not None else new_run_dir(cfg.out_dir, f"fit {name}")
         run_dir.mkdir(parents=True, exist_ok=True)
-        _keep_sfm_model(Path(sfm_work), run_dir)
+        kept = _keep_sfm_model(Path(sfm_work), run_dir)
+        if kept is not None:  # run.json names the copy, not the temporary folder SfM worked in
+            photos.meta["model_dir"] = str(kept.relative_to(run_dir))
     save_config(cfg, run_dir / "config.yaml")
     record = RunRecord(
         run_dir,
@@ -123,17 +125,19 @@ def fit(cfg: FitConfig, callback: Callback | None = None, run_dir: str | Path | 
     return result
 
 
-def _keep_sfm_model(work: Path, run_dir: Path) -> None:
+def _keep_sfm_model(work: Path, run_dir: Path) -> Path | None:
     """Plain photos: the model structure-from-motion solved (COLMAP binary, before any refinement) goes to
-    ``run_dir/sfm/sparse/0``, for other tools and for measuring the poses; its feature database does not."""
+    ``run_dir/sfm/sparse/0``, for other tools and for measuring the poses; its feature database does not.
+    Returns where it went (``None``: the photos came with poses)."""
     model = work / "sparse" / "0"
     if not model.is_dir():
-        return
+        return None
     dest = run_dir / "sfm" / "sparse" / "0"
     if dest.exists():
         shutil.rmtree(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     shutil.copytree(model, dest)
+    return dest
 
 
 def align_held_out_poses(stage: Stage, photos: PhotoSet, steps: int) -> PhotoSet:
