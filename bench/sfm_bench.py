@@ -152,7 +152,7 @@ def main(argv: list[str]) -> int:
 
     mesh = trimesh.load(next(p for p in result.meshes if p.suffix == ".glb"), force="mesh")
     frame = WorldFrame.from_dict(record_json["data"]["frame"])
-    mesh.apply_transform(np.linalg.inv(frame.world_to_file()))  # the file's axes -> the SfM model's world
+    mesh.apply_transform(np.linalg.inv(frame.to_file_matrix))  # the file's axes -> the SfM model's world
     similarity = np.eye(4)
     similarity[:3, :3], similarity[:3, 3] = s * r, t
     mesh.apply_transform(similarity)  # -> the true (Blender) world
