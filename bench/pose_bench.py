@@ -56,7 +56,12 @@ def umeyama(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray, np.nda
     return s, r, mu_d - s * r @ mu_s
 
 
-def pose_errors(fitted: dict[str, np.ndarray], true: dict[str, np.ndarray]) -> tuple[float, float]:
+def aligned_errors(
+    fitted: dict[str, np.ndarray], true: dict[str, np.ndarray]
+) -> tuple[list[float], float, tuple[float, np.ndarray, np.ndarray]]:
+    """Per-image rotation errors (degrees) and the mean translation error (fraction of the true cameras' mean
+    distance from their centroid) after the similarity ``(s, R, t)`` that best maps the fitted camera centres onto
+    the true ones; and that similarity."""
     names = sorted(set(fitted) & set(true))
     a = np.stack([fitted[n] for n in names])
     b = np.stack([true[n] for n in names])
@@ -64,11 +69,16 @@ def pose_errors(fitted: dict[str, np.ndarray], true: dict[str, np.ndarray]) -> t
     rot_err = []
     for fa, fb in zip(a, b, strict=True):
         rel = (r @ fa[:3, :3]).T @ fb[:3, :3]
-        rot_err.append(np.rad2deg(np.arccos(np.clip((np.trace(rel) - 1) / 2, -1, 1))))
+        rot_err.append(float(np.rad2deg(np.arccos(np.clip((np.trace(rel) - 1) / 2, -1, 1)))))
     centres = (s * (r @ a[:, :3, 3].T)).T + t
     scale = np.linalg.norm(b[:, :3, 3] - b[:, :3, 3].mean(0), axis=1).mean()
     trans_err = np.linalg.norm(centres - b[:, :3, 3], axis=1).mean() / scale
-    return float(np.mean(rot_err)), float(trans_err)
+    return rot_err, float(trans_err), (s, r, t)
+
+
+def pose_errors(fitted: dict[str, np.ndarray], true: dict[str, np.ndarray]) -> tuple[float, float]:
+    rot_err, trans_err, _ = aligned_errors(fitted, true)
+    return float(np.mean(rot_err)), trans_err
 
 
 def frames(path: Path) -> dict[str, np.ndarray]:

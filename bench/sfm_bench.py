@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import trimesh
-from pose_bench import umeyama
+from pose_bench import aligned_errors
 from sdf_fit_bench import SDF, mesh_accuracy
 
 
@@ -49,7 +49,9 @@ def detail_texture(size: int = 1024, seed: int = 7) -> Path:
         a = grid[i][:, i] * (1 - f)[None, :, None] + grid[i][:, i + 1] * f[None, :, None]
         b = grid[i + 1][:, i] * (1 - f)[None, :, None] + grid[i + 1][:, i + 1] * f[None, :, None]
         img += a * (1 - f)[:, None, None] + b * f[:, None, None]
-    lo, hi = np.percentile(img, [2, 98], axis=(0, 1))  # equal weights average towards grey: stretch the contrast
+    lo, hi = np.percentile(
+        img, [2, 98], axis=(0, 1)
+    )  # equal weights average towards grey: stretch the contrast
     img = np.clip((img - lo) / (hi - lo), 0, 1)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.png")
@@ -76,22 +78,6 @@ def scene(views: int, resolution: int, samples: int):
 
 def by_stem(frames: list[dict]) -> dict[str, np.ndarray]:
     return {Path(f["file_path"]).stem: np.array(f["transform_matrix"], dtype=np.float64) for f in frames}
-
-
-def aligned_rotation_errors(
-    fitted: dict[str, np.ndarray], true: dict[str, np.ndarray]
-) -> tuple[list[float], tuple[float, np.ndarray, np.ndarray]]:
-    """Per-image rotation errors (degrees) after the similarity that best maps the fitted camera centres onto the
-    true ones, and that similarity ``(s, R, t)``."""
-    names = sorted(set(fitted) & set(true))
-    a = np.stack([fitted[n] for n in names])
-    b = np.stack([true[n] for n in names])
-    s, r, t = umeyama(a[:, :3, 3], b[:, :3, 3])
-    errors = []
-    for fa, fb in zip(a, b, strict=True):
-        rel = (r @ fa[:3, :3]).T @ fb[:3, :3]
-        errors.append(float(np.rad2deg(np.arccos(np.clip((np.trace(rel) - 1) / 2, -1, 1)))))
-    return errors, (s, r, t)
 
 
 def main(argv: list[str]) -> int:
@@ -146,9 +132,9 @@ def main(argv: list[str]) -> int:
     solved = load_colmap(run / "sfm" / "sparse" / "0", images_dir=images)  # pycolmap's poses, unrefined
     tmp = out / "sfm-transforms.json"
     write_transforms(tmp, solved, placement="input")
-    sfm_errors, _ = aligned_rotation_errors(by_stem(json.loads(tmp.read_text())["frames"]), true)
+    sfm_errors, _, _ = aligned_errors(by_stem(json.loads(tmp.read_text())["frames"]), true)
     fitted = by_stem(json.loads((run / "transforms.json").read_text())["frames"])
-    fit_errors, (s, r, t) = aligned_rotation_errors(fitted, true)
+    fit_errors, _, (s, r, t) = aligned_errors(fitted, true)
 
     mesh = trimesh.load(next(p for p in result.meshes if p.suffix == ".glb"), force="mesh")
     frame = WorldFrame.from_dict(record_json["data"]["frame"])
