@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import trimesh
-from fit_scenes import benchmark_scene
+from fit_scenes import append_record, benchmark_scene
 from sdf_fit_bench import mesh_accuracy
 
 
@@ -85,11 +85,7 @@ def main(argv: list[str]) -> int:
         "overrides": overrides,
         "run_dir": str(result.run_dir),
     }
-    print(json.dumps(record, indent=1))
-    out = Path("bench/results") / f"fit-{record['date']}.json"
-    earlier = json.loads(out.read_text()) if out.exists() else []
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps([*earlier, record], indent=1) + "\n")
+    append_record("fit", record)
     return 0
 
 

@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 def test_scene():
     from text3d.scenes import render_dataset, suzanne_spec
@@ -30,3 +32,15 @@ def benchmark_scene(views: int = 100, test_views: int = 20, resolution: int = 20
         denoise=True,
     )
     return render_dataset(spec)
+
+
+def append_record(kind: str, record: dict) -> Path:
+    """Print ``record`` and append it to ``bench/results/<kind>-<record's date>.json`` (a JSON list)."""
+    import json
+
+    print(json.dumps(record, indent=1))
+    out = Path("bench/results") / f"{kind}-{record['date']}.json"
+    earlier = json.loads(out.read_text()) if out.exists() else []
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps([*earlier, record], indent=1) + "\n")
+    return out

@@ -22,11 +22,10 @@ import json
 import resource
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import trimesh
-from fit_scenes import benchmark_scene, test_scene
+from fit_scenes import append_record, benchmark_scene, test_scene
 
 SDF = {
     "coarse.representation": "sdf",
@@ -145,11 +144,7 @@ def main(argv: list[str]) -> int:
         "overrides": {k: v for k, v in overrides.items() if k not in ("data", "out_dir")},
         "run_dir": str(result.run_dir),
     }
-    print(json.dumps(record, indent=1))
-    out = Path("bench/results") / f"sdf-fit-{record['date']}.json"
-    earlier = json.loads(out.read_text()) if out.exists() else []
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps([*earlier, record], indent=1) + "\n")
+    append_record("sdf-fit", record)
     return 0
 
 

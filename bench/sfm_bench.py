@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import trimesh
+from fit_scenes import append_record
 from pose_bench import aligned_errors
 from sdf_fit_bench import SDF, mesh_accuracy
 
@@ -170,11 +171,7 @@ def main(argv: list[str]) -> int:
         "overrides": {k: v for k, v in overrides.items() if k not in ("data", "out_dir")},
         "run_dir": str(run),
     }
-    print(json.dumps(record, indent=1))
-    path = Path("bench/results") / f"sfm-{record['date']}.json"
-    earlier = json.loads(path.read_text()) if path.exists() else []
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps([*earlier, record], indent=1) + "\n")
+    append_record("sfm", record)
     return 0
 
 

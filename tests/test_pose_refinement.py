@@ -88,8 +88,6 @@ def test_camps_preconditioner_whitens_how_fast_each_pose_direction_moves_the_ima
         white = torch.linalg.eigvalsh(p.T @ (jac.T @ jac / 400) @ p)
         assert raw.max() / raw.min() > 100  # the problem: one step size cannot suit every direction
         assert white.max() / white.min() < 2.0 and 0.5 < float(white.max()) < 1.5
-        identity = torch.eye(6, dtype=torch.float64)  # no preconditioning fails the same check
-        assert torch.linalg.eigvalsh(identity @ (jac.T @ jac / 400) @ identity).max() / raw.min() > 100
     views = PhotoViews(_four_photos(), PhotoViewsConfig(refine_poses=True, pose_preconditioning=True))
     assert views.precond.shape == (4, 6, 6) and torch.equal(views.corrected_c2w(), views.c2w)
     with torch.no_grad():
