@@ -106,7 +106,6 @@ def all_runs(work: Path) -> dict[str, dict[str, str]]:
     return results
 
 
-
 def main(argv: list[str]) -> int:
     if len(argv) != 2 or argv[0] not in ("record", "check"):
         print(__doc__)

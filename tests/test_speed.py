@@ -104,7 +104,8 @@ def test_bad_encoder_settings_are_one_line_errors(make_config, tmp_path):
         load_guidance(make_config(**{"model__compile": "yes"}))
     missing = tmp_path / "no-taesd"
     with pytest.raises(
-        ModelLoadError, match=r"TAESD encoder folder .*no-taesd does not exist.*--set model.taesd_id=madebyollin/taesd"
+        ModelLoadError,
+        match=r"TAESD encoder folder .*no-taesd does not exist.*--set model.taesd_id=madebyollin/taesd",
     ) as err:
         load_guidance(make_config(**{"model__encoder": "taesd", "model__taesd_id": str(missing)}))
     assert "\n" not in str(err.value)

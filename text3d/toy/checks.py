@@ -14,7 +14,16 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from text3d.toy.world import COLOUR_NAMES, COLOURS, MODES, SHAPES, ToyDataset, ToyWorldConfig, make_dataset
+from text3d.toy.world import (
+    COLOUR_NAMES,
+    COLOURS,
+    CRATE,
+    MODES,
+    SHAPES,
+    ToyDataset,
+    ToyWorldConfig,
+    make_dataset,
+)
 
 
 def _hue_deg(rgb: Tensor) -> Tensor:
@@ -39,8 +48,9 @@ class HueReport:
 
 @torch.no_grad()
 def measure_hue(vae, data: ToyDataset, max_images: int = 512) -> HueReport:
-    """Hue kept by ``vae`` (decode of the posterior mean) on the coloured images of ``data``."""
+    """Hue kept by ``vae`` (decode of the posterior mean) on the coloured images of the primitives in ``data``."""
     coloured = (data.mode_ids != MODES.index(MODES[2])) & (data.masks.flatten(1).sum(1) > 20)
+    coloured &= data.shape_ids < len(SHAPES)  # a crate has two colours and one colour label
     idx = torch.nonzero(coloured)[:max_images, 0]
     x = data.images[idx]
     recon = torch.cat(
@@ -101,11 +111,12 @@ def sample_images(
 
 
 def reference_set(n_images: int = 2048, seed: int = 12345) -> ToyDataset:
-    """Coloured renders (albedo and lambertian) that samples are labelled against: a seed the trainer never
-    uses, so the reference images are not the training images."""
+    """Coloured renders (albedo and lambertian) of the primitives that samples are labelled against: a seed the
+    trainer never uses, so the reference images are not the training images. Crates are left out: seen from the
+    back, a crate is a blue cube."""
     cfg = ToyWorldConfig(n_images=n_images)
     data = make_dataset(cfg, seed=seed)
-    keep = data.mode_ids != MODES.index(MODES[2])
+    keep = (data.mode_ids != MODES.index(MODES[2])) & (data.shape_ids < len(SHAPES))
     idx = torch.nonzero(keep)[:, 0]
     return ToyDataset(
         images=data.images[idx],
@@ -153,3 +164,57 @@ def sample_check(
                 misses.append(f"{prompts[k]} -> {COLOUR_NAMES[c_hat[k]]} {SHAPES[s_hat[k]]}")
     n = len(pairs) * len(seeds)
     return SampleCheck(shape_ok / n, colour_ok / n, n, misses)
+
+
+def crate_view_check(
+    parts: dict,
+    seeds: tuple[int, ...] = (0, 1),
+    per_seed: int = 4,
+    steps: int = 25,
+    guidance_scale: float = 5.0,
+) -> dict[str, float]:
+    """Does the model know the view words? Mean yellow (front-face) share of the object pixels of DDIM samples of
+    "a crate, <view> view", per view name (text3d's own wording), and of the plain caption ("plain").
+
+    A model that learned them shows the yellow half in front views and never in back views; one that ignores
+    them gives every view the same share.
+    """
+    from text3d.cameras import VIEW_NAMES
+    from text3d.guidance.prompts import view_prompts
+    from text3d.toy.semantic import front_colour_share
+
+    base = f"a {CRATE}"
+    prompts = {**dict(zip(VIEW_NAMES, view_prompts(base), strict=True)), "plain": base}
+    out = {}
+    for name, prompt in prompts.items():
+        imgs = torch.cat([sample_images(parts, [prompt] * per_seed, steps, guidance_scale, s) for s in seeds])
+        rgb = imgs.permute(0, 2, 3, 1)
+        mask = ((1.0 - rgb).amax(-1) > 0.25).float()  # not the white background
+        out[name] = float(front_colour_share(rgb, mask).mean())
+    return out
+
+
+def sample_grid(
+    parts: dict, steps: int = 25, guidance_scale: float = 5.0, seed: int = 0, scale: int = 2
+) -> bytes:
+    """A PNG of DDIM samples: one row per primitive, one column per colour, then a row for the crate with each
+    of text3d's view words (front, side, back, overhead) and no view word."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from text3d.guidance.prompts import view_prompts
+
+    rows = [[f"a {c} {s}" for c in COLOUR_NAMES] for s in SHAPES]
+    crate = [*view_prompts(f"a {CRATE}"), f"a {CRATE}"]
+    rows.append((crate + [f"a {CRATE}"] * len(COLOUR_NAMES))[: len(COLOUR_NAMES)])  # as wide as the others
+    imgs = sample_images(parts, [p for row in rows for p in row], steps, guidance_scale, seed)
+    n_rows, n_cols = len(rows), len(COLOUR_NAMES)
+    size = imgs.shape[-1]
+    grid = imgs.view(n_rows, n_cols, 3, size, size).permute(0, 3, 1, 4, 2).reshape(n_rows * size, -1, 3)
+    img = Image.fromarray((grid.numpy() * 255).round().astype(np.uint8))
+    img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()

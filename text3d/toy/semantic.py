@@ -14,7 +14,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from text3d.cameras import Cameras, turntable_cameras
-from text3d.toy.world import COLOUR_NAMES, COLOURS, SHAPES, render_silhouettes
+from text3d.toy.world import COLOUR_NAMES, COLOURS, CRATE_BODY, CRATE_FRONT, SHAPES, render_silhouettes
 
 
 def iou(a: Float[Tensor, "B H W"], b: Float[Tensor, "B H W"], threshold: float = 0.5) -> float:
@@ -66,3 +66,57 @@ def score_render(
     palette = torch.tensor(list(COLOURS.values()))
     colour = COLOUR_NAMES[int((palette - mean).norm(dim=-1).argmin())]
     return SemanticScore(ious, colour, tuple(float(v) for v in mean))
+
+
+def front_colour_share(
+    rgb: Float[Tensor, "*B H W 3"], mask: Float[Tensor, "*B H W"], threshold: float = 0.5
+) -> Float[Tensor, "*B"]:
+    """Share of each image's object pixels (``mask`` over ``threshold``) whose colour is nearer the crate's front
+    (yellow) than its body (blue); 0 where an image has no object pixel."""
+    front = torch.tensor(COLOURS[CRATE_FRONT]).to(rgb)
+    body = torch.tensor(COLOURS[CRATE_BODY]).to(rgb)
+    is_front = ((rgb - front).norm(dim=-1) < (rgb - body).norm(dim=-1)).to(rgb.dtype)
+    solid = (mask > threshold).to(rgb.dtype)
+    return (is_front * solid).sum((-2, -1)) / solid.sum((-2, -1)).clamp(min=1.0)
+
+
+@dataclass
+class FrontScore:
+    """Where a generated crate's yellow face points, from turntable views.
+
+    Attributes:
+        azimuths: the views' azimuths in degrees (0 looks from +Z, the export's front).
+        shares: per view, the yellow share of the opaque pixels (:func:`front_colour_share`).
+    """
+
+    azimuths: list[float]
+    shares: list[float]
+
+    @property
+    def direction_deg(self) -> float:
+        """Azimuth of the shares' resultant (their circular mean): 0 when the yellow face is on +Z."""
+        a = torch.deg2rad(torch.tensor(self.azimuths))
+        w = torch.tensor(self.shares)
+        return float(torch.rad2deg(torch.atan2((w * a.sin()).sum(), (w * a.cos()).sum())))
+
+    @property
+    def concentration(self) -> float:
+        """Resultant length over the shares' sum: 1 when one side is yellow, near 0 when every side is (a
+        Janus crate) or none is."""
+        a = torch.deg2rad(torch.tensor(self.azimuths))
+        w = torch.tensor(self.shares)
+        total = float(w.sum())
+        return float(torch.stack([(w * a.sin()).sum(), (w * a.cos()).sum()]).norm()) / total if total else 0.0
+
+    def share_at(self, azimuth_deg: float) -> float:
+        """The share of the view nearest ``azimuth_deg``."""
+        d = [abs((a - azimuth_deg + 180.0) % 360.0 - 180.0) for a in self.azimuths]
+        return self.shares[d.index(min(d))]
+
+
+def score_front(
+    opacity: Float[Tensor, "B H W"], rgb: Float[Tensor, "B H W 3"], cameras: Cameras
+) -> FrontScore:
+    """Score albedo renders of a generated crate seen from turntable ``cameras``."""
+    shares = front_colour_share(rgb, opacity)
+    return FrontScore([float(a) for a in cameras.azimuth], [float(v) for v in shares])

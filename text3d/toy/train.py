@@ -33,14 +33,14 @@ from text3d.toy.world import ToyDataset, ToyWorldConfig, make_dataset
 class ToyTrainConfig:
     seed: int = 0
     world: ToyWorldConfig = field(default_factory=ToyWorldConfig)
-    vae_steps: int = 800
+    vae_steps: int = 1600
     vae_batch: int = 32
     vae_lr: float = 2e-3
     vae_kl_weight: float = 1e-6
     vae_object_weight: float = 4.0
     """Pixel-loss weight on the object (the background weighs 1): three quarters of each image is white."""
     vae_norm_groups: int = 4
-    unet_steps: int = 3200
+    unet_steps: int = 4096
     unet_batch: int = 64
     unet_lr: float = 1e-3
     warmup: int = 200

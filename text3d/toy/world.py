@@ -6,7 +6,10 @@ Everything that ties the world to text3d is imported, never copied: the camera r
 suffixes (:func:`text3d.guidance.prompts.view_prompts`) and the shading modes, light draws and shading maths
 (:mod:`text3d.render.shading`). If any of those change, a retrained toy model follows them.
 
-Shapes are signed distance functions (exact for all five), ray-cast by sphere tracing inside the bounding sphere,
+One object is not front-back symmetric: the crate, a cube whose front half (+Z) is yellow and back half blue, the
+world's test of view words (a generation must put its yellow half on +Z).
+
+Shapes are signed distance functions (exact for all of them), ray-cast by sphere tracing inside the bounding sphere,
 with 2x2 supersampling so edges are anti-aliased like a NeRF render. All shapes are centred at the origin, Y up,
 and sized like the NeRF's initial blob (radius 0.5), so a generation starts from the right scale.
 """
@@ -25,6 +28,16 @@ from text3d.guidance.prompts import view_prompts
 from text3d.render.shading import ShadingConfig, ShadingMode, sample_shading, shade
 
 SHAPES = ("cube", "sphere", "cone", "torus", "cylinder")
+"""The primitives: front-back symmetric, judged by silhouette and colour."""
+CRATE = "crate"
+"""The one asymmetric object: a cube whose front half (z > 0, the export's front) is yellow and back half blue.
+Its captions carry text3d's view words like every image, so the model learns that "front view" shows a yellow box
+and "back view" a blue one; a generation with view-dependent prompts must then put the yellow half on +Z (see
+:mod:`text3d.toy.semantic`). Captioned "a crate" with no colour word, so "blue" keeps meaning the blue
+primitives. (A first model with only the front face yellow, 1 image in 6 a crate and captions "a blue crate"
+learned the words too weakly to move a generation: yellow in 16 % of its front-view samples' pixels.)"""
+OBJECTS = (*SHAPES, CRATE)
+"""Everything the world renders; index ``k`` is the ``shape_ids`` value."""
 COLOURS: dict[str, tuple[float, float, float]] = {
     "red": (0.85, 0.10, 0.10),
     "green": (0.10, 0.65, 0.15),
@@ -34,6 +47,8 @@ COLOURS: dict[str, tuple[float, float, float]] = {
 }
 """Albedos (linear [0, 1]); far apart in hue so shading never makes one look like another."""
 COLOUR_NAMES = tuple(COLOURS)
+CRATE_BODY, CRATE_FRONT = "blue", "yellow"
+"""The crate's back and front colours, always the same."""
 MODES = (ShadingMode.ALBEDO, ShadingMode.LAMBERTIAN, ShadingMode.TEXTURELESS)
 BOUND_RADIUS = 0.9
 """Every shape lies inside this sphere; rays are traced only through it."""
@@ -44,8 +59,12 @@ def _sdf_sphere(p: Tensor) -> Tensor:
     return p.norm(dim=-1) - 0.5
 
 
+CUBE_HALF = 0.38
+"""Half the side of the cube (and the crate)."""
+
+
 def _sdf_cube(p: Tensor) -> Tensor:
-    q = p.abs() - 0.38
+    q = p.abs() - CUBE_HALF
     return q.clamp(min=0).norm(dim=-1) + q.max(dim=-1).values.clamp(max=0)
 
 
@@ -81,14 +100,16 @@ _SDFS = {
     "cone": _sdf_cone,
     "torus": _sdf_torus,
     "cylinder": _sdf_cylinder,
+    CRATE: _sdf_cube,
 }
 
 
 def shape_sdf(points: Float[Tensor, "*N 3"], shape_ids: Tensor) -> Float[Tensor, "*N"]:
-    """Signed distance to the shape named by ``SHAPES[shape_ids]``; ``shape_ids`` broadcasts over ``points[..., 0]``."""
+    """Signed distance to the object named by ``OBJECTS[shape_ids]``; ``shape_ids`` broadcasts over
+    ``points[..., 0]``."""
     out = torch.zeros(points.shape[:-1], dtype=points.dtype, device=points.device)
     ids = shape_ids.expand(points.shape[:-1])
-    for k, name in enumerate(SHAPES):
+    for k, name in enumerate(OBJECTS):
         sel = ids == k
         if sel.any():
             out[sel] = _SDFS[name](points[sel])
@@ -123,7 +144,7 @@ def trace(
     b = (origins * dirs).sum(-1)
     disc = b * b - ((origins * origins).sum(-1) - BOUND_RADIUS**2)
     tet = _TETRA.to(origins)
-    for k, name in enumerate(SHAPES):
+    for k, name in enumerate(OBJECTS):
         sdf = _SDFS[name]
         idx = torch.nonzero((shape_ids == k) & (disc > 0))[:, 0]
         if idx.numel() == 0:
@@ -162,9 +183,10 @@ def render(
     supersample: int = 2,
     shading: ShadingConfig | None = None,
 ) -> tuple[Float[Tensor, "B 3 S S"], Float[Tensor, "B S S"]]:
-    """Images (white background, [0, 1]) and coverage masks of one primitive per camera.
+    """Images (white background, [0, 1]) and coverage masks of one object per camera (``OBJECTS[shape_ids]``).
 
-    Shading is :func:`text3d.render.shading.shade`, exactly as the training renderers call it.
+    ``albedo`` is each object's colour; a crate's front half (z > 0) is :data:`CRATE_FRONT` whatever it says. Shading
+    is :func:`text3d.render.shading.shade`, exactly as the training renderers call it.
     """
     shading = shading if shading is not None else ShadingConfig()
     b, hs = len(cameras), size * supersample
@@ -172,6 +194,8 @@ def render(
     ids = shape_ids.view(b, 1, 1).expand(b, hs, hs).reshape(-1)
     hits = trace(origins.reshape(-1, 3), dirs.reshape(-1, 3), ids)
     alb = albedo.view(b, 1, 1, 3).expand(b, hs, hs, 3).reshape(-1, 3)
+    front = hits.hit & (ids == OBJECTS.index(CRATE)) & (hits.points[:, 2] > 0.0)
+    alb = torch.where(front[:, None], torch.tensor(COLOURS[CRATE_FRONT]).to(alb), alb)
     lights = None
     if light_positions is not None:
         lights = light_positions.view(b, 1, 1, 3).expand(b, hs, hs, 3).reshape(-1, 3)
@@ -187,18 +211,19 @@ def render(
 
 
 def render_silhouettes(cameras: Cameras, shape: str, size: int = 32) -> Float[Tensor, "B S S"]:
-    """Coverage of the true primitive seen from ``cameras``, for silhouette IoU checks."""
-    ids = torch.full((len(cameras),), SHAPES.index(shape), dtype=torch.long)
+    """Coverage of the true object seen from ``cameras``, for silhouette IoU checks."""
+    ids = torch.full((len(cameras),), OBJECTS.index(shape), dtype=torch.long)
     _, mask = render(cameras, ids, torch.ones(len(cameras), 3), ShadingMode.ALBEDO, None, size=size)
     return mask
 
 
 # ---------------------------------------------------------------------------------------------- captions
 def caption_base(shape_id: int, colour_id: int, mode: ShadingMode) -> str:
-    """``"a red cone"``; textureless renders carry no colour, so their caption names the shape only."""
-    if mode is ShadingMode.TEXTURELESS:
-        return f"a {SHAPES[shape_id]}"
-    return f"a {COLOUR_NAMES[colour_id]} {SHAPES[shape_id]}"
+    """``"a red cone"``; textureless renders carry no colour, so their caption names the shape only, and so does
+    every crate's (its colours never change)."""
+    if mode is ShadingMode.TEXTURELESS or OBJECTS[shape_id] == CRATE:
+        return f"a {OBJECTS[shape_id]}"
+    return f"a {COLOUR_NAMES[colour_id]} {OBJECTS[shape_id]}"
 
 
 def captions(shape_id: int, colour_id: int, mode: ShadingMode, view_id: int) -> tuple[str, str, str]:
@@ -211,7 +236,7 @@ def world_words() -> tuple[str, ...]:
     """Every word the world's captions use (the tokenizer spells each as one token)."""
     from text3d.cameras import VIEW_NAMES
 
-    return ("a", "view", *SHAPES, *COLOUR_NAMES, *VIEW_NAMES)
+    return ("a", "view", *OBJECTS, *COLOUR_NAMES, *VIEW_NAMES)
 
 
 # ---------------------------------------------------------------------------------------------- data set
@@ -219,11 +244,14 @@ def world_words() -> tuple[str, ...]:
 class ToyWorldConfig:
     """How the training images are drawn. Cameras and shading use text3d's own configs and samplers."""
 
-    n_images: int = 12288
+    n_images: int = 16384
+    """About 12,300 primitives and 4,100 crates (see :attr:`crate_share`)."""
     size: int = 32
     batch: int = 16
     """Images per camera batch: one shading mode per batch, stratified azimuths, as in a training step."""
     cameras: CameraSamplerConfig = field(default_factory=CameraSamplerConfig)
+    crate_share: float = 0.25
+    """Share of images that show the crate; the rest are the primitives, drawn uniformly."""
     overhead_share: float = 0.125
     """Share of batches drawn from :attr:`overhead_elevation` instead, so the "overhead view" words (elevation
     over 60 degrees, never reached by the default range) are seen too."""
@@ -272,7 +300,10 @@ def make_dataset(cfg: ToyWorldConfig = ToyWorldConfig(), seed: int = 0) -> ToyDa
         cams = sample_cameras(overhead if use_overhead else normal, generator=gen)
         params = sample_shading(cfg.shading, 0, cams, generator=gen)
         shape_ids = torch.randint(len(SHAPES), (cfg.batch,), generator=gen)
+        crate = torch.rand(cfg.batch, generator=gen) < cfg.crate_share
+        shape_ids = torch.where(crate, OBJECTS.index(CRATE), shape_ids)
         colour_ids = torch.randint(len(COLOURS), (cfg.batch,), generator=gen)
+        colour_ids = torch.where(crate, COLOUR_NAMES.index(CRATE_BODY), colour_ids)
         img, mask = render(
             cams,
             shape_ids,
