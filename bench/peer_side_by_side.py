@@ -11,8 +11,8 @@ nvdiffrast, mesh export, image I/O, GUI) are replaced by stubs that raise if cal
 
 Modes (each a pair of runs; per step: the mean over ``--steps`` after ``--warmup``, best of ``--repeats``):
 
-- ``albedo-matched``: no occupancy grid, 96 samples per ray (the peer's 64 + 32 upsampled), SDS on 512² images
-  (:data:`PEER_SDS_SIZE`), albedo steps;
+- ``albedo-matched``: no occupancy grid, 96 samples per ray (the peer's 64 + 32 upsampled), SDS on images of the
+  same size on both sides (``--sds-size``, see :data:`PEER_SDS_SIZE`), albedo steps;
 - ``shaded-matched``: the same with shaded steps (normals needed: the peer's autograd normals; text3d's
   ``coarse.nerf.normals``, finite differences by default, ``--text3d-normals analytic`` for the other);
 - ``defaults``: each project's own defaults (text3d: occupancy grid, 64 samples, albedo steps first).
@@ -104,6 +104,17 @@ for names, kind in ((raising, _Raise), (noop, _Noop)):
 
 import nerf.utils as U
 
+sds_size = int(os.environ.get("PEER_SDS_SIZE", "512"))
+if sds_size != 512:  # the peer hard-codes 512² before its VAE; resize to the matched size instead
+    import torch.nn.functional as F
+    _interpolate = F.interpolate
+    def _resized(x, size=None, *a, **k):
+        if size == (512, 512):
+            size = (sds_size, sds_size)
+        return _interpolate(x, size, *a, **k)
+    F.interpolate = _resized
+    used.append(f"512->{sds_size} resize")
+
 starts = []
 original = U.Trainer.train_step
 
@@ -127,10 +138,15 @@ print("PEER-RESULT " + json.dumps({"step_s": steps, "stubs": used}))
 """
 
 
+MODEL_SDS_SIZE = 32
+"""The tiny model's own image size (16² latents), where text3d runs SDS by default."""
 PEER_SDS_SIZE = 512
 """The peer resizes every render to 512² before its VAE (``guidance/sd_utils.py``, whatever the model), so the tiny
-model's UNet sees 256² latents there; text3d resizes to the model's own size (32² for the tiny model). The matched
-modes run text3d's SDS at 512² too (``text3d bench --sds-size 512``); ``defaults`` keeps each one's own."""
+model's UNet (2x VAE) sees 256² latents there, with self-attention over 65,536 tokens: a step then costs about a
+minute on either side and the field is lost in it. The matched modes run both sides at ``--sds-size``: the model's
+own 32² by default (the peer's ``F.interpolate(..., (512, 512))`` is redirected to 32² in its process, the only
+change made to its code path; printed with the stubs), or 512² (``text3d bench --sds-size 512``, the peer
+untouched). ``defaults`` keeps each one's own (peer 512², text3d 32²)."""
 
 
 def fetch_peer(url: str, folder: Path) -> Path:
@@ -147,7 +163,9 @@ def ensure_ignored(folder: Path) -> None:
         raise SystemExit(f"{folder} is not git-ignored; add '.peer/' to .gitignore first")
 
 
-def run_peer(peer: Path, sd: Path, mode: str, warmup: int, steps: int, env: dict, work: Path) -> list[float]:
+def run_peer(
+    peer: Path, sd: Path, mode: str, warmup: int, steps: int, env: dict, work: Path, sds_size: int
+) -> list[float]:
     args = ["--text", "a hamburger", "--backbone", "vanilla", "--h", "64", "--w", "64", "--hf_key", str(sd)]
     args += ["--workspace", str(work / f"peer-{mode}"), "--seed", "0", "--iters", "10000"]
     args += [
@@ -163,6 +181,8 @@ def run_peer(peer: Path, sd: Path, mode: str, warmup: int, steps: int, env: dict
         args += ["--albedo_iter_ratio", "1" if mode == "albedo-matched" else "0"]
     cmd = [sys.executable, "-c", PEER_HARNESS, str(peer), str(warmup + steps), ",".join(RAISING_STUBS)]
     cmd += [",".join(NOOP_STUBS)] + args
+    matched = mode in ("albedo-matched", "shaded-matched")
+    env = dict(env, PEER_SDS_SIZE=str(sds_size if matched else PEER_SDS_SIZE))
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     lines = [x for x in out.stdout.splitlines() if x.startswith("PEER-RESULT ")]
     if not lines:
@@ -173,7 +193,9 @@ def run_peer(peer: Path, sd: Path, mode: str, warmup: int, steps: int, env: dict
     return [sum(timed) / len(timed)]  # mean, as text3d bench's it/s
 
 
-def run_text3d(mode: str, warmup: int, steps: int, env: dict, work: Path, normals: str) -> list[float]:
+def run_text3d(
+    mode: str, warmup: int, steps: int, env: dict, work: Path, normals: str, sds_size: int
+) -> list[float]:
     sets = ["coarse.resolution=64", f"coarse.nerf.normals={normals}"]
     if mode in ("albedo-matched", "shaded-matched"):
         sets += ["coarse.renderer.n_samples=96", "coarse.occupancy.enabled=false"]
@@ -182,7 +204,7 @@ def run_text3d(mode: str, warmup: int, steps: int, env: dict, work: Path, normal
     cmd = [sys.executable, "-m", "text3d", "bench", "--size", "tiny", "--stages", "coarse", "--device", "cpu"]
     cmd += ["--steps", str(steps), "--warmup", str(warmup), "--out", str(out_dir)]
     if mode in ("albedo-matched", "shaded-matched"):
-        cmd += ["--sds-size", str(PEER_SDS_SIZE)]
+        cmd += ["--sds-size", str(sds_size)]
     for s in sets:
         cmd += ["--set", s]
     out = subprocess.run(cmd, env=dict(env, PYTHONPATH=str(ROOT)), cwd=ROOT, capture_output=True, text=True)
@@ -202,6 +224,13 @@ def main(argv: list[str]) -> int:
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--text3d-normals", default="finite_difference", choices=("finite_difference", "analytic"))
+    p.add_argument(
+        "--sds-size",
+        type=int,
+        default=MODEL_SDS_SIZE,
+        choices=(MODEL_SDS_SIZE, PEER_SDS_SIZE),
+        help="image size SDS runs at in the matched modes, on both sides",
+    )
     args = p.parse_args(argv)
     ensure_ignored(args.peer_dir)
     peer = fetch_peer(args.peer_url, args.peer_dir)
@@ -217,16 +246,22 @@ def main(argv: list[str]) -> int:
         for mode in args.modes.split(","):
             best_peer = best_ours = float("inf")
             for _ in range(args.repeats):  # interleaved; the best round of each counts (load only slows down)
-                best_peer = min(best_peer, *run_peer(peer, sd, mode, args.warmup, args.steps, env, work))
+                best_peer = min(
+                    best_peer, *run_peer(peer, sd, mode, args.warmup, args.steps, env, work, args.sds_size)
+                )
                 best_ours = min(
-                    best_ours, *run_text3d(mode, args.warmup, args.steps, env, work, args.text3d_normals)
+                    best_ours,
+                    *run_text3d(mode, args.warmup, args.steps, env, work, args.text3d_normals, args.sds_size),
                 )
             rows.append((mode, best_ours, best_peer))
             print(
                 f"{mode}: text3d {best_ours * 1e3:.0f} ms/step, peer {best_peer * 1e3:.0f} ms/step",
                 file=sys.stderr,
             )
-    print(f"| mode | text3d ms/step | stable-dreamfusion ms/step | ratio | ({args.threads} threads)")
+    print(
+        f"| mode | text3d ms/step | stable-dreamfusion ms/step | ratio | ({args.threads} threads, "
+        f"matched SDS at {args.sds_size}², text3d normals {args.text3d_normals})"
+    )
     print("|---|---|---|---|")
     for mode, ours, theirs in rows:
         print(f"| {mode} | {ours * 1e3:.0f} | {theirs * 1e3:.0f} | {ours / theirs:.2f}× |")

@@ -227,7 +227,9 @@ def check_fit_config(cfg: FitConfig) -> None:
             f"coarse.coarse_to_fine must be two fractions 0 <= start <= end <= 1 of the coarse steps, got {lo}, {hi}"
         )
     if cfg.coarse.steps <= 0:
-        raise ConfigError("coarse.steps must be > 0: the fit starts with the NeRF or SDF (the mesh starts from it)")
+        raise ConfigError(
+            "coarse.steps must be > 0: the fit starts with the NeRF or SDF (the mesh starts from it)"
+        )
 
 
 def background_config(cfg: FitConfig, photos: PhotoSet) -> BackgroundConfig:

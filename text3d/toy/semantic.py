@@ -1,5 +1,5 @@
 """Judging a generated object against the toy world: which primitive does its silhouette match, and which of the
-world's colours is its albedo?
+world's colours is its albedo, and which way does a crate's yellow half face?
 
 The truth is the world's own ray-cast primitive seen from the same cameras, so a generation can be scored without
 any learned judge.
@@ -82,7 +82,7 @@ def front_colour_share(
 
 @dataclass
 class FrontScore:
-    """Where a generated crate's yellow face points, from turntable views.
+    """Where a generated crate's yellow half faces, from turntable views.
 
     Attributes:
         azimuths: the views' azimuths in degrees (0 looks from +Z, the export's front).
@@ -94,15 +94,15 @@ class FrontScore:
 
     @property
     def direction_deg(self) -> float:
-        """Azimuth of the shares' resultant (their circular mean): 0 when the yellow face is on +Z."""
+        """Azimuth of the shares' resultant (their circular mean): 0 when the yellow half is on +Z."""
         a = torch.deg2rad(torch.tensor(self.azimuths))
         w = torch.tensor(self.shares)
         return float(torch.rad2deg(torch.atan2((w * a.sin()).sum(), (w * a.cos()).sum())))
 
     @property
     def concentration(self) -> float:
-        """Resultant length over the shares' sum: 1 when one side is yellow, near 0 when every side is (a
-        Janus crate) or none is."""
+        """Resultant length over the shares' sum: 1 when only one view sees yellow (0.48 for the true
+        crate's eight views), near 0 when every side is yellow (a Janus crate) or none is."""
         a = torch.deg2rad(torch.tensor(self.azimuths))
         w = torch.tensor(self.shares)
         total = float(w.sum())
