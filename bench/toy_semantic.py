@@ -90,7 +90,7 @@ def run_crate(
     extra: dict[str, str] | None = None,
     save: Path | None = None,
 ):
-    """(d): generate "a crate" with view-dependent prompts on or off; where does its yellow face point?
+    """(d): generate "a crate" with view-dependent prompts on or off; where does its yellow half face?
     Returns (FrontScore, seconds)."""
     from text3d.toy.semantic import score_front
 
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         "--crate",
         action="store_true",
         help="(d) instead: generate 'a crate' with view-dependent prompts on, then off, and report where "
-        "its yellow face points",
+        "its yellow half faces",
     )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)

@@ -106,7 +106,7 @@ def test_the_random_model_fails_the_shape_check(bench, tmp_path):
     assert not ok, score.ious
 
 
-def test_view_words_put_the_crates_yellow_face_on_plus_z(bench, tmp_path):
+def test_view_words_put_the_crates_yellow_half_on_plus_z(bench, tmp_path):
     """(d) "a crate" with view-dependent prompts (the default): the yellow half the model shows in "front
     view" samples lands on +Z, the side text3d's azimuth 0 looks at and the export's front. With them off the
     crate comes out all blue (``bench/toy_semantic.py --crate``)."""

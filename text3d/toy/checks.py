@@ -173,7 +173,7 @@ def crate_view_check(
     steps: int = 25,
     guidance_scale: float = 5.0,
 ) -> dict[str, float]:
-    """Does the model know the view words? Mean yellow (front-face) share of the object pixels of DDIM samples of
+    """Does the model know the view words? Mean yellow (front-half) share of the object pixels of DDIM samples of
     "a crate, <view> view", per view name (text3d's own wording), and of the plain caption ("plain").
 
     A model that learned them shows the yellow half in front views and never in back views; one that ignores
