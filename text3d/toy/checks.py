@@ -30,6 +30,12 @@ def _hue_deg(rgb: Tensor) -> Tensor:
     return torch.tensor([colorsys.rgb_to_hsv(*c)[0] * 360.0 for c in rgb.tolist()])
 
 
+def _coloured_primitives(data: ToyDataset) -> Tensor:
+    """``[N]`` bool: the albedo and lambertian images of the primitives (textureless ones carry no colour; a
+    crate has two colours and one colour label)."""
+    return (data.mode_ids != MODES.index(MODES[2])) & (data.shape_ids < len(SHAPES))
+
+
 @dataclass
 class HueReport:
     """VAE round trip on coloured (albedo and lambertian) renders.
@@ -49,8 +55,7 @@ class HueReport:
 @torch.no_grad()
 def measure_hue(vae, data: ToyDataset, max_images: int = 512) -> HueReport:
     """Hue kept by ``vae`` (decode of the posterior mean) on the coloured images of the primitives in ``data``."""
-    coloured = (data.mode_ids != MODES.index(MODES[2])) & (data.masks.flatten(1).sum(1) > 20)
-    coloured &= data.shape_ids < len(SHAPES)  # a crate has two colours and one colour label
+    coloured = _coloured_primitives(data) & (data.masks.flatten(1).sum(1) > 20)
     idx = torch.nonzero(coloured)[:max_images, 0]
     x = data.images[idx]
     recon = torch.cat(
@@ -116,7 +121,7 @@ def reference_set(n_images: int = 2048, seed: int = 12345) -> ToyDataset:
     back, a crate is a blue cube."""
     cfg = ToyWorldConfig(n_images=n_images)
     data = make_dataset(cfg, seed=seed)
-    keep = (data.mode_ids != MODES.index(MODES[2])) & (data.shape_ids < len(SHAPES))
+    keep = _coloured_primitives(data)
     idx = torch.nonzero(keep)[:, 0]
     return ToyDataset(
         images=data.images[idx],
