@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from text3d.fields import encoding
 from text3d.fields.encoding import HashGridConfig, HashGridEncoding
 from text3d.fields.nerf import NeRFField, NeRFFieldConfig
 from text3d.fields.sdf import TorusSDF
@@ -28,10 +29,13 @@ def _points(n: int, seed: int) -> torch.Tensor:
     return x
 
 
+@pytest.mark.parametrize("chunk", [None, 1000], ids=["one chunk", "five chunks"])
 @pytest.mark.parametrize("name", list(CONFIGS))
-def test_cpu_path_is_bit_identical_to_the_reference(name):
+def test_cpu_path_is_bit_identical_to_the_reference(name, chunk, monkeypatch):
     """Output and table gradient of the fast CPU path == the reference, bit for bit (queries whose positions need
-    a gradient take the reference path itself)."""
+    a gradient take the reference path itself), in one chunk or in several, the last one short."""
+    if chunk is not None:
+        monkeypatch.setattr(encoding, "CPU_CHUNK", chunk)
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
         enc = HashGridEncoding(CONFIGS[name])

@@ -183,34 +183,51 @@ class HashGridEncoding(nn.Module):
         return (w[..., None] * feats).sum(dim=2).flatten(1)
 
     def _forward_cpu(self, x: Float[Tensor, "N 3"]) -> Float[Tensor, "N F"]:
-        """Level-major, int32 indices, complex rows; the same values as :meth:`forward_reference`."""
-        n = x.shape[0]
+        """Level-major, int32 indices, complex rows; the same values as :meth:`forward_reference`.
+
+        Weights and rows are built :data:`CPU_CHUNK` points at a time, so the ~30 elementwise passes over them
+        run in cache instead of streaming ``[L, N, 8]`` tensors through memory (about 2x on the 2-core CPU)."""
+        n, n_levels, d = x.shape[0], self.cfg.n_levels, self.n_dense
         x = x.clamp(0.0, 1.0)
-        res = self.res.to(x.dtype)[:, None, None]  # [L, 1, 1]
-        scaled = x[None] * res  # [L, N, 3]
-        base = torch.minimum(scaled.floor(), res - 1)
-        frac = scaled - base  # [L, N, 3]
-        cells = base.long()[..., None] + torch.arange(2)  # [L, N, 3, 2]
-        d = self.n_dense
-        # Per-axis parts of each corner's row, with the level's start folded into the x part: dense levels index
-        # the whole table (offset added), hashed ones the hashed block (``k * T`` xor-ed in: the hash is < T).
-        dense = cells[:d] * self.dense_strides[:, None, :, None]
-        dense[:, :, 0] += self.level_offsets[:d, None, None]
-        hashed = (cells[d:] * self.primes[:, None]) & (self.table_size - 1)
-        hashed[:, :, 0] ^= self.hashed_starts[:, None, None]
-        idx_dense = self._corners_lm(dense.to(self.index_dtype), torch.add)  # [Ld, N, 8]
-        idx_hashed = self._corners_lm(hashed.to(self.index_dtype), torch.bitwise_xor)  # [Lh, N, 8]
-        w = self._corners_lm(torch.stack([1.0 - frac, frac], dim=-1), torch.mul)  # [L, N, 8]
+        w = x.new_empty((n_levels, n, 8))
+        idx_dense = torch.empty((d, n, 8), dtype=self.index_dtype)
+        idx_hashed = torch.empty((n_levels - d, n, 8), dtype=self.index_dtype)
+        for a in range(0, n, CPU_CHUNK):
+            b = min(n, a + CPU_CHUNK)
+            w[:, a:b], idx_dense[:, a:b], idx_hashed[:, a:b] = self._weights_and_rows(x[a:b])
         out = _InterpComplex.apply(self.embeddings, w, idx_dense, idx_hashed, self.split)  # [L, N, F]
         return out.permute(1, 0, 2).reshape(n, self.output_dim)  # n may be 0 (a chunk with no surface hits)
 
+    def _weights_and_rows(self, x: Float[Tensor, "N 3"]) -> tuple[Tensor, Tensor, Tensor]:
+        """Trilinear weights ``[L, N, 8]`` and table rows ``[Ld, N, 8]``, ``[Lh, N, 8]`` of points in [0, 1]^3.
+
+        Built axis-major (``[L, 3, 2, N]``: points innermost, so every broadcast is a vectorised sweep), then
+        transposed once to the point-major order that the blend and the backward's accumulation need."""
+        res = self.res.to(x.dtype)[:, None, None]  # [L, 1, 1]
+        scaled = x.t()[None] * res  # [L, 3, N]
+        base = torch.minimum(scaled.floor(), res - 1)
+        frac = scaled - base  # [L, 3, N]
+        lower = base.long()
+        cells = torch.stack([lower, lower + 1], dim=2)  # [L, 3, 2, N]: lower, upper corner
+        d = self.n_dense
+        # Per-axis parts of each corner's row, with the level's start folded into the x part: dense levels index
+        # the whole table (offset added), hashed ones the hashed block (``k * T`` xor-ed in: the hash is < T).
+        dense = cells[:d] * self.dense_strides[:, :, None, None]
+        dense[:, 0] += self.level_offsets[:d, None, None]
+        hashed = (cells[d:] * self.primes[:, None, None]) & (self.table_size - 1)
+        hashed[:, 0] ^= self.hashed_starts[:, None, None]
+        idx_dense = self._corners_am(dense.to(self.index_dtype), torch.add)  # [Ld, N, 8]
+        idx_hashed = self._corners_am(hashed.to(self.index_dtype), torch.bitwise_xor)  # [Lh, N, 8]
+        w = self._corners_am(torch.stack([1.0 - frac, frac], dim=2), torch.mul)  # [L, N, 8]
+        return w, idx_dense, idx_hashed
+
     @staticmethod
-    def _corners_lm(per_axis: Tensor, combine: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
-        """``[L, N, 3, 2]`` -> ``[L, N, 8]``, corners ordered as in :meth:`_corners`."""
-        xs = per_axis[..., 0, :, None, None]
-        ys = per_axis[..., 1, None, :, None]
-        zs = per_axis[..., 2, None, None, :]
-        return combine(combine(xs, ys), zs).flatten(-3)
+    def _corners_am(per_axis: Tensor, combine: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
+        """``[L, 3, 2, N]`` -> ``[L, N, 8]``, corners ordered as in :meth:`_corners`."""
+        xs = per_axis[:, 0, :, None, None]
+        ys = per_axis[:, 1, None, :, None]
+        zs = per_axis[:, 2, None, None, :]
+        return combine(combine(xs, ys), zs).flatten(1, 3).transpose(1, 2)
 
 
 def coarse_to_fine_weights(n_levels: int, progress: float) -> Float[Tensor, "L"]:
@@ -236,42 +253,59 @@ def apply_coarse_to_fine(encoding: HashGridEncoding, window: tuple[int, int], st
         encoding.set_level_weights(None if progress >= 1 else coarse_to_fine_weights(n, progress))
 
 
-def _gather_complex(table: Tensor, idx_dense: Tensor, idx_hashed: Tensor, split: int) -> Tensor:
-    """``[L, N, 8]`` complex rows: dense levels from ``table[:split]``, hashed ones from ``table[split:]``."""
-    rows = torch.view_as_complex(table)
-    d = idx_dense.shape[0]
-    out = rows.new_empty((d + idx_hashed.shape[0],) + tuple(idx_dense.shape[1:]))
-    torch.index_select(rows[:split], 0, idx_dense.reshape(-1), out=out[:d].view(-1))
-    torch.index_select(rows[split:], 0, idx_hashed.reshape(-1), out=out[d:].view(-1))
-    return out
+CPU_CHUNK = 16384
+"""Points per chunk of the CPU path: its per-chunk weights, rows and gathered features are made and used while
+they are still in cache. Chunks change no value: the forward is per point, and the backward adds each table row's
+contributions in the same order as one pass (chunks in point order, within one level)."""
 
 
-def _scatter_complex(grad: Tensor, rows: int, idx_dense: Tensor, idx_hashed: Tensor, split: int) -> Tensor:
-    """The transpose of :func:`_gather_complex`: ``[rows, 2]`` real table gradient, accumulated serially."""
-    out = grad.new_zeros(rows)
-    d = idx_dense.shape[0]
-    out[:split].index_add_(0, idx_dense.reshape(-1), grad[:d].reshape(-1))
-    out[split:].index_add_(0, idx_hashed.reshape(-1), grad[d:].reshape(-1))
-    return torch.view_as_real(out)
+def _chunks(n: int) -> list[tuple[int, int]]:
+    return [(a, min(n, a + CPU_CHUNK)) for a in range(0, n, CPU_CHUNK)]
+
+
+def _levels(rows: Tensor, idx_dense: Tensor, idx_hashed: Tensor, split: int):
+    """``(level, table block, level's rows [N, 8])`` for every level: dense ones index ``rows[:split]``, hashed
+    ones ``rows[split:]``. Level by level, so one level's block of the table stays in cache while it is read or
+    written (a hashed level is 2^19 rows, 4 MB)."""
+    for level in range(idx_dense.shape[0]):
+        yield level, rows[:split], idx_dense[level]
+    for k in range(idx_hashed.shape[0]):
+        yield idx_dense.shape[0] + k, rows[split:], idx_hashed[k]
 
 
 class _InterpComplex(torch.autograd.Function):
     """Gather + trilinear blend in one node; gradient for the table only (positions take the reference path).
 
-    ``(rows * w).sum(-1)`` multiplies both parts of a complex row by a real weight (``a*w - b*0``: exact but for
-    the sign of a zero product, which no sum starting from +0 can see) and sums the 8 corners in the reference's
-    order; the backward's ``grad * w`` is the reference's product too."""
+    Rows are read as complex numbers (one index per 2-feature row) and blended as real ``[..., 8, 2]`` views: the
+    products and the sum over the 8 corners are the reference's, in its order; the backward's ``grad * w`` too.
+    Both directions run level by level, :data:`CPU_CHUNK` points at a time."""
 
     @staticmethod
     def forward(ctx, table: Tensor, w: Tensor, idx_dense: Tensor, idx_hashed: Tensor, split: int) -> Tensor:
         ctx.save_for_backward(w, idx_dense, idx_hashed)
         ctx.rows, ctx.split = table.shape[0], split
-        rows = _gather_complex(table, idx_dense, idx_hashed, split)  # [L, N, 8]
-        return torch.view_as_real((rows * w).sum(dim=-1))  # [L, N, 2]
+        n = w.shape[1]
+        out = table.new_empty((w.shape[0], n, 2))
+        gathered = torch.empty(min(n, CPU_CHUNK) * 8, dtype=torch.view_as_complex(table).dtype)
+        for level, block, idx in _levels(torch.view_as_complex(table), idx_dense, idx_hashed, split):
+            for a, b in _chunks(n):
+                rows = gathered[: (b - a) * 8]
+                torch.index_select(block, 0, idx[a:b].reshape(-1), out=rows)
+                corners = torch.view_as_real(rows).view(b - a, 8, 2) * w[level, a:b, :, None]
+                torch.sum(corners, dim=1, out=out[level, a:b])
+        return out  # [L, N, 2]
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: Tensor):
         w, idx_dense, idx_hashed = ctx.saved_tensors
-        g = torch.view_as_complex(grad.contiguous())[..., None] * w  # [L, N, 8]
-        return _scatter_complex(g, ctx.rows, idx_dense, idx_hashed, ctx.split), None, None, None, None
+        n = w.shape[1]
+        table_grad = grad.new_zeros(ctx.rows, 2)
+        per_corner = grad.new_empty((min(n, CPU_CHUNK), 8, 2))
+        for level, block, idx in _levels(torch.view_as_complex(table_grad), idx_dense, idx_hashed, ctx.split):
+            for a, b in _chunks(n):  # in point order: each row's additions keep the one-pass order
+                g = per_corner[: b - a]
+                torch.mul(w[level, a:b], grad[level, a:b, 0, None], out=g[..., 0])
+                torch.mul(w[level, a:b], grad[level, a:b, 1, None], out=g[..., 1])
+                block.index_add_(0, idx[a:b].reshape(-1), torch.view_as_complex(g).reshape(-1))
+        return table_grad, None, None, None, None
