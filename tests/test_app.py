@@ -617,8 +617,9 @@ def test_browser_texture_tab_uploads_an_obj_and_shows_progress_then_the_viewer(p
     page.locator("#texture-steps input").fill("30")
     page.locator("#texture-steps input").press("Tab")
     page.locator("#texture").click()
-    page.wait_for_function(
-        "() => /Running · stage texture · step \\d+ \\/ 30/.test(document.querySelector('#status').innerText)"
+    page.wait_for_function(  # the job's set-up (UV atlas, model load) can take > 30 s on a loaded 2-core machine
+        "() => /Running · stage texture · step \\d+ \\/ 30/.test(document.querySelector('#status').innerText)",
+        timeout=120_000,
     )
     page.wait_for_function(
         "() => document.querySelector('#status').innerText.includes('Done')", timeout=180_000
