@@ -12,19 +12,20 @@ Two implementations of the same maths, bit-identical on CPU (``tests/test_field_
   flat ``scatter_add_`` backward. Used on every device but the CPU, for tables whose rows are not 2 floats, and
   for positions that need a gradient (DMTet's surface points, analytic normals, pose refinement): the CPU path's
   other layout sums the position gradient in another order, which changes its last bits.
-- the CPU path: level-major ``[L, N, 8]`` int32 indices (each level's table is read and written in one sweep, so
-  it stays in cache), the two features of a row read and accumulated as one complex number (half the index
-  traffic, no flat index to build), with the interpolation fused into one autograd node whose backward is a
-  serial ``index_add_``. Per table row the gradient's additions happen in the same order as in the reference
-  (rows belong to one level, and within a level the order is point, then corner), so the sums are bit-identical
-  and deterministic with any thread count. About 2x the reference's forward + backward (docs/benchmarks.md,
-  issue 19).
+- the CPU path: level-major ``[L, N, 8]`` int32 indices built axis-major (points innermost, so every broadcast
+  is vectorised), the two features of a row read and accumulated as one complex number (half the index traffic,
+  no flat index to build), and the interpolation fused into one autograd node that works level by level in
+  chunks of :data:`CPU_CHUNK` points (one level's block of the table and one chunk's weights stay in cache),
+  with a serial ``index_add_`` backward. Per table row the gradient's additions happen in the same order as in
+  the reference (rows belong to one level, and within a level the order is point, then corner), so the sums are
+  bit-identical and deterministic with any thread count. 3-4x the issue-19 start's forward + backward
+  (docs/benchmarks.md, issue 19).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -185,8 +186,8 @@ class HashGridEncoding(nn.Module):
     def _forward_cpu(self, x: Float[Tensor, "N 3"]) -> Float[Tensor, "N F"]:
         """Level-major, int32 indices, complex rows; the same values as :meth:`forward_reference`.
 
-        Weights and rows are built :data:`CPU_CHUNK` points at a time, so the ~30 elementwise passes over them
-        run in cache instead of streaming ``[L, N, 8]`` tensors through memory (about 2x on the 2-core CPU)."""
+        Weights and rows are built :data:`CPU_CHUNK` points at a time, so the ~20 elementwise passes over them
+        run in cache instead of streaming ``[L, N, 8]`` tensors through memory."""
         n, n_levels, d = x.shape[0], self.cfg.n_levels, self.n_dense
         x = x.clamp(0.0, 1.0)
         w = x.new_empty((n_levels, n, 8))
@@ -263,7 +264,9 @@ def _chunks(n: int) -> list[tuple[int, int]]:
     return [(a, min(n, a + CPU_CHUNK)) for a in range(0, n, CPU_CHUNK)]
 
 
-def _levels(rows: Tensor, idx_dense: Tensor, idx_hashed: Tensor, split: int):
+def _levels(
+    rows: Tensor, idx_dense: Tensor, idx_hashed: Tensor, split: int
+) -> Iterator[tuple[int, Tensor, Tensor]]:
     """``(level, table block, level's rows [N, 8])`` for every level: dense ones index ``rows[:split]``, hashed
     ones ``rows[split:]``. Level by level, so one level's block of the table stays in cache while it is read or
     written (a hashed level is 2^19 rows, 4 MB)."""
