@@ -193,8 +193,7 @@ class HashGridEncoding(nn.Module):
         w = x.new_empty((n_levels, n, 8))
         idx_dense = torch.empty((d, n, 8), dtype=self.index_dtype)
         idx_hashed = torch.empty((n_levels - d, n, 8), dtype=self.index_dtype)
-        for a in range(0, n, CPU_CHUNK):
-            b = min(n, a + CPU_CHUNK)
+        for a, b in _chunks(n):
             w[:, a:b], idx_dense[:, a:b], idx_hashed[:, a:b] = self._weights_and_rows(x[a:b])
         out = _InterpComplex.apply(self.embeddings, w, idx_dense, idx_hashed, self.split)  # [L, N, F]
         return out.permute(1, 0, 2).reshape(n, self.output_dim)  # n may be 0 (a chunk with no surface hits)
@@ -289,8 +288,9 @@ class _InterpComplex(torch.autograd.Function):
         ctx.rows, ctx.split = table.shape[0], split
         n = w.shape[1]
         out = table.new_empty((w.shape[0], n, 2))
-        gathered = torch.empty(min(n, CPU_CHUNK) * 8, dtype=torch.view_as_complex(table).dtype)
-        for level, block, idx in _levels(torch.view_as_complex(table), idx_dense, idx_hashed, split):
+        rows_all = torch.view_as_complex(table)
+        gathered = rows_all.new_empty(min(n, CPU_CHUNK) * 8)
+        for level, block, idx in _levels(rows_all, idx_dense, idx_hashed, split):
             for a, b in _chunks(n):
                 rows = gathered[: (b - a) * 8]
                 torch.index_select(block, 0, idx[a:b].reshape(-1), out=rows)
